@@ -1,5 +1,18 @@
 //! The unified CI/CD model, the `Provider` trait and the cursor codec. No I/O here.
 
+pub mod cursor;
+pub mod error;
+pub mod model;
+pub mod provider;
 pub mod secret;
 
+pub use cursor::{CursorBinding, CursorCodec};
+pub use error::{CursorError, ProviderError};
+pub use model::{
+    Branch, BranchRef, Job, PullRequest, PullRequestDescription, Repo, Step, Workflow, Workspace,
+};
+pub use provider::{
+    GetResult, JobFilters, ListPage, ListQuery, Provider, RateLimit, Record, RenderOptions,
+    Resource,
+};
 pub use secret::Secret;

@@ -1,0 +1,376 @@
+//! The unified CI/CD model served by `/unified/ci-cd/*`.
+//!
+//! Every field except the identifiers is optional and skipped when absent: a provider maps
+//! what its upstream has and leaves the rest out rather than inventing values. Status-like
+//! fields are plain strings: the normalised values are the constants in [`job_status`],
+//! [`job_conclusion`], [`workflow_status`], [`repo_status`], [`workflow_trigger`]; any other
+//! value is the upstream's raw value passed through unchanged.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Normalised `Job.status` / `Step.status` values.
+pub mod job_status {
+    pub const QUEUED: &str = "queued";
+    pub const IN_PROGRESS: &str = "in_progress";
+    pub const WAITING: &str = "waiting";
+    pub const COMPLETED: &str = "completed";
+}
+
+/// Normalised `Job.conclusion` / `Step.conclusion` values (only set once completed).
+pub mod job_conclusion {
+    pub const PASSED: &str = "passed";
+    pub const FAILED: &str = "failed";
+    pub const CANCELLED: &str = "cancelled";
+    pub const TIMEOUT: &str = "timeout";
+    pub const SKIPPED: &str = "skipped";
+    pub const PARTIAL: &str = "partial";
+}
+
+/// Normalised `Workflow.status` values.
+pub mod workflow_status {
+    pub const ACTIVE: &str = "active";
+    pub const DISABLED: &str = "disabled";
+}
+
+/// Normalised `Repo.status` values.
+pub mod repo_status {
+    pub const ACTIVE: &str = "active";
+    pub const INACTIVE: &str = "inactive";
+}
+
+/// Normalised `Workflow.trigger` values; anything else is the upstream's kind, lowercased.
+pub mod workflow_trigger {
+    pub const MANUAL: &str = "manual";
+    pub const PUSH: &str = "push";
+    pub const SCHEDULE: &str = "schedule";
+}
+
+/// Normalised `PullRequest.status` values.
+pub mod pull_request_status {
+    pub const OPEN: &str = "open";
+    pub const CLOSED: &str = "closed";
+    pub const MERGED: &str = "merged";
+    pub const LOCKED: &str = "locked";
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({
+    "id": "acme", "name": "Acme", "url": "https://app.buddy.works/acme",
+    "created_at": "2016-02-29T11:22:40Z",
+    "remote_data": {"id": 1, "name": "Acme", "domain": "acme"}
+}))]
+pub struct Workspace {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The upstream's object, unmapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub remote_data: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({
+    "id": "company-website", "name": "Company Website", "visibility": "public",
+    "vcs_url": "https://app.buddy.works/acme/company-website", "status": "active",
+    "default_branch": "master", "url": "https://app.buddy.works/acme/company-website",
+    "workspace": "acme", "created_at": "2016-02-29T11:23:04Z",
+    "remote_data": {"name": "company-website", "display_name": "Company Website", "status": "ACTIVE"}
+}))]
+pub struct Repo {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_type: Option<String>,
+    /// `public` / `private`, or the upstream's value lowercased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcs_url: Option<String>,
+    /// `active` / `inactive` (see [`repo_status`]), else raw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub remote_data: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({
+    "id": "master", "name": "master", "repo": "company-website",
+    "last_commit": "506a3963507943d6908154f4bc9646e829128a08", "last_commit_by": "Mike Benson",
+    "last_commit_message": "init repo\n", "last_commit_at": "2016-01-19T12:36:33Z", "is_default": true,
+    "remote_data": {"name": "master", "default": true}
+}))]
+pub struct Branch {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_default: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub remote_data: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({"content": "Fixes the login redirect.", "format": "markdown"}))]
+pub struct PullRequestDescription {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({"id": "feature/login", "name": "feature/login", "last_commit": "506a3963507943d6908154f4bc9646e829128a08"}))]
+pub struct BranchRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({
+    "id": "3", "number": 3, "url": "https://github.com/acme/company-website/pull/3",
+    "remote_data": {"name": "pull/3", "github_html_url": "https://github.com/acme/company-website/pull/3"}
+}))]
+pub struct PullRequest {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<PullRequestDescription>,
+    /// `open`, `closed`, `merged`, `locked` (see [`pull_request_status`]), else raw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_branch: Option<BranchRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_branch: Option<BranchRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub remote_data: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({
+    "id": "2", "name": "Live mirror", "repo": "company-website", "workspace": "acme",
+    "trigger": "push", "refs": ["refs/heads/master"], "status": "active",
+    "last_job_status": "completed", "last_job_conclusion": "passed",
+    "url": "https://app.buddy.works/acme/company-website/pipelines/pipeline/2",
+    "created_at": "2016-02-29T11:23:12Z",
+    "remote_data": {"id": 2, "name": "Live mirror", "events": [{"type": "PUSH", "refs": ["refs/heads/master"]}]}
+}))]
+pub struct Workflow {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// `manual`, `push`, `schedule` (see [`workflow_trigger`]), else the upstream kind lowercased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refs: Option<Vec<String>>,
+    /// `active` / `disabled` (see [`workflow_status`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job_conclusion: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub remote_data: Option<serde_json::Value>,
+}
+
+/// One step of a job (an upstream action execution).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({
+    "id": "6836dca490f5896b4bb8e6a7", "name": "Build application", "status": "completed",
+    "conclusion": "passed", "started_at": "2025-05-28T09:51:00Z", "completed_at": "2025-05-28T09:52:10Z"
+}))]
+pub struct Step {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conclusion: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({
+    "id": "1", "status": "completed", "conclusion": "passed",
+    "commit": "506a3963507943d6908154f4bc9646e829128a08", "branch": "master",
+    "workflow": "2", "repo": "company-website", "workspace": "acme",
+    "triggered_by": "Mike Benson", "trigger": "click", "comment": "",
+    "url": "https://app.buddy.works/acme/company-website/pipelines/pipeline/2/execution/56fa2a981faaf061c7c9e0a0",
+    "started_at": "2016-03-29T07:11:20.278Z", "completed_at": "2016-03-29T07:11:22.527Z", "duration_ms": 2249,
+    "remote_data": {"id": 1, "status": "SUCCESSFUL", "triggeredOn": "CLICK"}
+}))]
+pub struct Job {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    /// `queued`, `in_progress`, `waiting`, `completed` (see [`job_status`]), else raw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// `passed`, `failed`, `cancelled`, `timeout`, `skipped`, `partial` (see
+    /// [`job_conclusion`]), else raw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conclusion: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<Step>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_duration_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub remote_data: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_fields_are_not_serialized() {
+        let job = Job {
+            id: "1".into(),
+            status: Some(job_status::QUEUED.into()),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&job).unwrap();
+        assert_eq!(v, serde_json::json!({"id": "1", "status": "queued"}));
+    }
+
+    #[test]
+    fn schemas_carry_examples() {
+        use utoipa::PartialSchema;
+        for schema in [
+            Workspace::schema(),
+            Repo::schema(),
+            Branch::schema(),
+            PullRequest::schema(),
+            Workflow::schema(),
+            Job::schema(),
+            Step::schema(),
+        ] {
+            let v = serde_json::to_value(&schema).unwrap();
+            assert!(
+                v.get("example").is_some() || v.get("examples").is_some(),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn dates_serialize_as_rfc3339_utc() {
+        let ws = Workspace {
+            id: "acme".into(),
+            created_at: Some("2016-02-29T11:22:40.33Z".parse().unwrap()),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&ws).unwrap();
+        assert_eq!(v["created_at"], "2016-02-29T11:22:40.330Z");
+    }
+}
