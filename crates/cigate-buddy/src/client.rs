@@ -1,0 +1,812 @@
+//! The HTTP client every call to Buddy goes through: one pooled `reqwest::Client` per
+//! process ([`HttpPool`]), one cheap [`BuddyClient`] per account carrying its base URL
+//! and token.
+//!
+//! Every request, JSON or raw, passes through [`BuddyClient::dispatch`], the one place
+//! where the per-account rate governor and the retry policy wrap the transport.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use cigate_core::Secret;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Method;
+use serde_json::Value;
+use tracing::Instrument;
+use url::Url;
+
+use crate::base_url::{check_url, BaseUrlError, PolicyResolver, UpstreamPolicy};
+use crate::error::{message_from_value, parse_error_body, BuddyError};
+
+/// Sent on every call so Buddy (and operators reading its logs) can tell us apart.
+pub const USER_AGENT: &str = concat!("cigate/", env!("CARGO_PKG_VERSION"));
+
+/// Largest page Buddy serves (its internal design notes cap `per_page` at 50).
+pub const MAX_PER_PAGE: u32 = 50;
+
+/// Stops a paging loop against an upstream that ignores `page` and never runs dry.
+const MAX_PAGES: u32 = 10_000;
+
+/// Tunables of the shared pool; defaults suit Buddy's cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpPoolConfig {
+    /// TCP + TLS connect budget (5 s).
+    pub connect_timeout: Duration,
+    /// Default budget of one JSON call, body included, and of the response head of a
+    /// raw call (30 s). Per call: [`BuddyClient::with_timeout`], [`RawRequest::timeout`].
+    pub request_timeout: Duration,
+    /// Longest silence while reading a body; bounds streamed raw bodies, which have no
+    /// total budget (large logs).
+    pub read_timeout: Duration,
+    /// Largest JSON body read into memory.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpPoolConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The process-wide connection pool to every Buddy host, built once by the server so
+/// all accounts share connections, TLS sessions and the connect-time SSRF resolver.
+#[derive(Debug, Clone)]
+pub struct HttpPool {
+    http: reqwest::Client,
+    policy: UpstreamPolicy,
+    config: HttpPoolConfig,
+}
+
+impl HttpPool {
+    pub fn new(policy: UpstreamPolicy) -> Result<Self, BuddyError> {
+        Self::with_config(policy, HttpPoolConfig::default())
+    }
+
+    pub fn with_config(policy: UpstreamPolicy, config: HttpPoolConfig) -> Result<Self, BuddyError> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(USER_AGENT)
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            // A redirect could point at an IP literal, which skips the resolver, and
+            // Buddy's API does not redirect.
+            .redirect(reqwest::redirect::Policy::none())
+            // An environment proxy would resolve the host itself, past our resolver.
+            .no_proxy()
+            .https_only(!policy.allow_private)
+            .dns_resolver(Arc::new(PolicyResolver::new(policy)))
+            .build()
+            .map_err(|e| BuddyError::Transport(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            policy,
+            config,
+        })
+    }
+
+    pub fn policy(&self) -> UpstreamPolicy {
+        self.policy
+    }
+
+    pub fn config(&self) -> HttpPoolConfig {
+        self.config
+    }
+}
+
+/// Buddy's `X-Rate-Limit-*` headers. `limit` is reported but untrustworthy (Buddy's
+/// samples send 1); `remaining` and `reset` (Unix seconds) drive the governor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    pub reset: Option<i64>,
+}
+
+impl RateLimitHeaders {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        fn get<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
+            headers.get(name)?.to_str().ok()?.trim().parse().ok()
+        }
+        Self {
+            limit: get(headers, "x-rate-limit-limit"),
+            remaining: get(headers, "x-rate-limit-remaining"),
+            reset: get(headers, "x-rate-limit-reset"),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limit.is_none() && self.remaining.is_none() && self.reset.is_none()
+    }
+}
+
+/// One answer from Buddy, body parsed: JSON for 2xx (`Null` for 204 or an empty body),
+/// Buddy's error body (parsed if JSON, else a string) otherwise.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub status: u16,
+    pub body: Value,
+    pub rate_limit: RateLimitHeaders,
+    pub headers: HeaderMap,
+}
+
+impl Upstream {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Turns a non-2xx answer into [`BuddyError::Api`].
+    pub fn error_for_status(self) -> Result<Upstream, BuddyError> {
+        if self.is_success() {
+            return Ok(self);
+        }
+        Err(BuddyError::Api {
+            status: self.status,
+            message: message_from_value(&self.body),
+            body: self.body,
+        })
+    }
+}
+
+/// What the token can do, learned when an account is linked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Granted scopes; `None` when the token may not read itself (no `TOKEN_INFO`).
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Domains of the workspaces the token can see.
+    pub workspaces: Vec<String>,
+}
+
+/// A passthrough request for the proxy: forwarded as given, except that hop-by-hop
+/// headers, `Host`, the caller's `Authorization` and any `access_token` query parameter
+/// are dropped and the account's bearer token is injected.
+#[derive(Debug)]
+pub struct RawRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Option<reqwest::Body>,
+    /// Budget until the response head arrives; the body streams without a total
+    /// budget (only the pool's read timeout between chunks).
+    pub timeout: Option<Duration>,
+}
+
+impl RawRequest {
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            headers: HeaderMap::new(),
+            body: None,
+            timeout: None,
+        }
+    }
+}
+
+/// One account's view of Buddy: base URL + token over the shared pool. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BuddyClient {
+    http: reqwest::Client,
+    policy: UpstreamPolicy,
+    base_url: Arc<Url>,
+    token: Arc<Secret>,
+    timeout: Duration,
+    max_body_bytes: usize,
+}
+
+impl BuddyClient {
+    /// `base_url` should have passed [`crate::base_url::validate_base_url`]; the policy
+    /// is enforced again on every request and connection regardless.
+    pub fn new(pool: &HttpPool, base_url: Url, token: Secret) -> Self {
+        Self {
+            http: pool.http.clone(),
+            policy: pool.policy,
+            base_url: Arc::new(base_url),
+            token: Arc::new(token),
+            timeout: pool.config.request_timeout,
+            max_body_bytes: pool.config.max_body_bytes,
+        }
+    }
+
+    /// The same client with another per-call budget (e.g. the caller's `truto_timeout_ms`).
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `GET path?query`, 2xx parsed as JSON, anything else as [`BuddyError::Api`].
+    pub async fn get_json(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Upstream, BuddyError> {
+        self.send_json(Method::GET, path, query, None).await
+    }
+
+    /// Any method with an optional JSON body; non-2xx becomes [`BuddyError::Api`].
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Upstream, BuddyError> {
+        self.execute_json(method, path, query, body)
+            .await?
+            .error_for_status()
+    }
+
+    /// Like [`Self::send_json`] but returns non-2xx answers as [`Upstream`] too, for
+    /// callers that pass Buddy's status through or inspect its rate-limit headers.
+    pub async fn execute_json(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Upstream, BuddyError> {
+        let url = self.endpoint_url(path, query)?;
+        let span = upstream_span(&method, &url);
+        async {
+            let mut builder = self
+                .http
+                .request(method, url)
+                .header(header::ACCEPT, HeaderValue::from_static("application/json"))
+                .header(header::AUTHORIZATION, self.bearer()?);
+            if let Some(body) = body {
+                builder = builder.json(body);
+            }
+            let request = builder.build().map_err(map_reqwest)?;
+            let upstream = tokio::time::timeout(self.timeout, async {
+                let response = self.dispatch(request).await?;
+                self.read_upstream(response).await
+            })
+            .await
+            .map_err(|_| BuddyError::Timeout)??;
+            tracing::Span::current().record("http.response.status_code", upstream.status);
+            Ok(upstream)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Forwards a raw request and returns Buddy's response unbuffered, whatever its
+    /// status, so the proxy can stream status, headers and body through.
+    pub async fn send_raw(&self, req: RawRequest) -> Result<reqwest::Response, BuddyError> {
+        let query: Vec<(String, String)> = req
+            .query
+            .into_iter()
+            .filter(|(k, _)| k != "access_token")
+            .collect();
+        let url = self.endpoint_url(&req.path, &query)?;
+        let span = upstream_span(&req.method, &url);
+        let timeout = req.timeout.unwrap_or(self.timeout);
+        async {
+            let mut headers = forwardable_headers(req.headers);
+            headers.insert(header::AUTHORIZATION, self.bearer()?);
+            let mut builder = self.http.request(req.method, url).headers(headers);
+            if let Some(body) = req.body {
+                builder = builder.body(body);
+            }
+            let request = builder.build().map_err(map_reqwest)?;
+            let response = tokio::time::timeout(timeout, self.dispatch(request))
+                .await
+                .map_err(|_| BuddyError::Timeout)??;
+            tracing::Span::current()
+                .record("http.response.status_code", response.status().as_u16());
+            Ok(response)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Checks a token when an account is linked: `GET /user/token` for scopes and
+    /// expiry (optional: a token without `TOKEN_INFO` gets 403 there), then
+    /// `GET /workspaces`, which must work.
+    pub async fn verify_token(&self) -> Result<TokenInfo, BuddyError> {
+        let (scopes, expires_at) = match self.get_json("/user/token", &[]).await {
+            Ok(up) => (
+                up.body.get("scopes").and_then(Value::as_array).map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                }),
+                up.body
+                    .get("expires_at")
+                    .and_then(Value::as_str)
+                    .and_then(parse_buddy_datetime),
+            ),
+            // 403: no TOKEN_INFO scope; 404: an older self-hosted Buddy without the endpoint.
+            Err(e) if matches!(e.status(), Some(403 | 404)) && !e.is_rate_limited() => (None, None),
+            Err(e) => return Err(e),
+        };
+        let ws = self.get_json("/workspaces", &[]).await?;
+        let workspaces = ws
+            .body
+            .get("workspaces")
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|w| w.get("domain").and_then(Value::as_str))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(TokenInfo {
+            scopes,
+            expires_at,
+            workspaces,
+        })
+    }
+
+    /// Reads every page of a Buddy list. Works whether or not Buddy sends the
+    /// counters: stops on an empty or short page, or at `total_page_count` when present.
+    /// `page`/`per_page` in `query` are replaced.
+    pub async fn get_all_pages(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        item_key: &str,
+        per_page: u32,
+    ) -> Result<Vec<Value>, BuddyError> {
+        let per_page = per_page.clamp(1, MAX_PER_PAGE);
+        let mut base: Vec<(String, String)> = query
+            .iter()
+            .filter(|(k, _)| k != "page" && k != "per_page")
+            .cloned()
+            .collect();
+        base.push(("per_page".into(), per_page.to_string()));
+        let mut all = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let mut q = base.clone();
+            q.push(("page".into(), page.to_string()));
+            let up = self.get_json(path, &q).await?;
+            let items = match up.body.get(item_key) {
+                Some(Value::Array(items)) => items.clone(),
+                Some(Value::Null) | None => Vec::new(),
+                Some(_) => {
+                    return Err(BuddyError::Decode(format!(
+                        "`{item_key}` in a page of {path} is not an array"
+                    )))
+                }
+            };
+            let count = items.len();
+            all.extend(items);
+            let total_pages = up.body.get("total_page_count").and_then(Value::as_u64);
+            if count == 0
+                || count < per_page as usize
+                || total_pages.is_some_and(|t| u64::from(page) >= t)
+            {
+                return Ok(all);
+            }
+        }
+        Err(BuddyError::Decode(format!(
+            "{path} returned more than {MAX_PAGES} pages"
+        )))
+    }
+
+    /// The full URL for `path` under the base URL (whose own path, e.g. `/api`, is kept).
+    pub fn endpoint_url(&self, path: &str, query: &[(String, String)]) -> Result<Url, BuddyError> {
+        join_url(&self.base_url, path, query)
+    }
+
+    /// The single exit to the network. Re-checks the URL (IP literals bypass the
+    /// connect-time resolver) and maps transport errors. The rate governor and retry
+    /// policy wrap this call.
+    async fn dispatch(&self, request: reqwest::Request) -> Result<reqwest::Response, BuddyError> {
+        check_url_for_request(request.url(), self.policy)?;
+        self.http.execute(request).await.map_err(map_reqwest)
+    }
+
+    fn bearer(&self) -> Result<HeaderValue, BuddyError> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
+            .map_err(|_| BuddyError::InvalidCredential)?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    async fn read_upstream(&self, mut response: reqwest::Response) -> Result<Upstream, BuddyError> {
+        let status = response.status().as_u16();
+        let headers = std::mem::take(response.headers_mut());
+        let rate_limit = RateLimitHeaders::from_headers(&headers);
+        let success = (200..300).contains(&status);
+        // Error bodies only feed a message and `raw_response`; HTML error pages can be large.
+        let limit = if success {
+            self.max_body_bytes
+        } else {
+            self.max_body_bytes.min(256 * 1024)
+        };
+        let bytes = read_body(response, limit, success).await?;
+        let body = if success {
+            if status == 204 || bytes.iter().all(u8::is_ascii_whitespace) {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| BuddyError::Decode(format!("invalid JSON from Buddy: {e}")))?
+            }
+        } else {
+            self.scrub(parse_error_body(&bytes).1)
+        };
+        Ok(Upstream {
+            status,
+            body,
+            rate_limit,
+            headers,
+        })
+    }
+
+    /// Removes the account's token from an error body, should Buddy ever echo it.
+    fn scrub(&self, body: Value) -> Value {
+        let token = self.token.expose();
+        if token.len() < 4 {
+            return body;
+        }
+        let text = body.to_string();
+        if !text.contains(token) {
+            return body;
+        }
+        let cleaned = text.replace(token, "[redacted]");
+        serde_json::from_str(&cleaned).unwrap_or(Value::String("[redacted]".into()))
+    }
+}
+
+/// Reads at most `limit` bytes; a longer success body is an error, a longer error body
+/// is cut (its message is all we need).
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+    fail_when_too_long: bool,
+) -> Result<Vec<u8>, BuddyError> {
+    let mut buf = Vec::with_capacity(
+        response
+            .content_length()
+            .map_or(0, |n| n.min(limit as u64) as usize),
+    );
+    while let Some(chunk) = response.chunk().await.map_err(map_reqwest)? {
+        if buf.len() + chunk.len() > limit {
+            if fail_when_too_long {
+                return Err(BuddyError::Decode(format!(
+                    "body larger than {limit} bytes"
+                )));
+            }
+            buf.extend_from_slice(&chunk[..limit - buf.len()]);
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+fn check_url_for_request(url: &Url, policy: UpstreamPolicy) -> Result<(), BuddyError> {
+    // The query is ours (built from the caller's pairs), so only the rest is checked.
+    let mut bare = url.clone();
+    bare.set_query(None);
+    check_url(&bare, policy).map_err(BuddyError::Forbidden)
+}
+
+/// Joins `path` onto `base` without losing the base's own path, refusing anything that
+/// could step outside it or smuggle another target.
+pub fn join_url(base: &Url, path: &str, query: &[(String, String)]) -> Result<Url, BuddyError> {
+    let path = validate_path(path)?;
+    let prefix = base.path().trim_end_matches('/');
+    let mut url = base.clone();
+    url.set_fragment(None);
+    url.set_query(None);
+    url.set_path(&format!("{prefix}{path}"));
+    if !url.path().starts_with(prefix) {
+        return Err(BuddyError::InvalidPath(
+            "the path leaves the base URL".into(),
+        ));
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+    Ok(url)
+}
+
+/// Accepts `/a/b` or `a/b` (returned with a leading `/`); refuses `..`/`.` segments,
+/// `//`, backslashes, encoded separators and dots, `%25` (double encoding), `;` path
+/// parameters, `?`/`#`, control characters (CR/LF) and schemes.
+pub fn validate_path(path: &str) -> Result<String, BuddyError> {
+    let refuse = |why: &str| Err(BuddyError::InvalidPath(why.to_owned()));
+    if path.is_empty() {
+        return refuse("empty path");
+    }
+    if path.chars().any(char::is_control) {
+        return refuse("control characters");
+    }
+    if path.contains(['\\', '?', '#', ';']) {
+        return refuse("backslash, `?`, `#` or `;` in the path");
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2f", "%5c", "%2e", "%25", "%00", "%3f", "%23"]
+        .iter()
+        .any(|enc| lower.contains(enc))
+    {
+        return refuse("encoded separator or dot");
+    }
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if first.contains(':') || path.starts_with("//") {
+        return refuse("absolute URL or scheme");
+    }
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    if path.contains("//") {
+        return refuse("empty segment");
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return refuse("dot segment");
+    }
+    Ok(path)
+}
+
+/// Headers never forwarded: hop-by-hop ones, `Host` (ours), credentials (ours), and
+/// `Content-Length` (recomputed from the body).
+fn forwardable_headers(mut headers: HeaderMap) -> HeaderMap {
+    let named_by_connection: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named_by_connection {
+        headers.remove(name);
+    }
+    for name in [
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::HOST,
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::CONTENT_LENGTH,
+    ] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(name);
+    }
+    headers
+}
+
+/// The span of one upstream call, with OpenTelemetry HTTP client attribute names. The
+/// query string is left out (it may carry `access_token`), and so are all headers.
+fn upstream_span(method: &Method, url: &Url) -> tracing::Span {
+    tracing::info_span!(
+        "buddy.request",
+        otel.kind = "client",
+        http.request.method = %method,
+        server.address = url.host_str().unwrap_or_default(),
+        url.path = url.path(),
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+fn map_reqwest(err: reqwest::Error) -> BuddyError {
+    if let Some(policy) = find_source::<BaseUrlError>(&err) {
+        return BuddyError::Forbidden(policy.clone());
+    }
+    // The URL may carry query parameters, so it stays out of messages.
+    let err = err.without_url();
+    if err.is_timeout() {
+        return BuddyError::Timeout;
+    }
+    let text = error_chain(&err);
+    if err.is_connect() {
+        BuddyError::Connect(text)
+    } else {
+        BuddyError::Transport(text)
+    }
+}
+
+fn find_source<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut current = err.source();
+    while let Some(e) = current {
+        let text = e.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Buddy's dates: RFC 3339 with 0–3 fractional digits, occasionally without a zone
+/// (taken as UTC).
+fn parse_buddy_datetime(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|d| d.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|n| n.and_utc())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn joins_under_the_base_path() {
+        let b = base("https://buddy.example.com/api");
+        let u = join_url(&b, "/workspaces", &[]).unwrap();
+        assert_eq!(u.as_str(), "https://buddy.example.com/api/workspaces");
+        let b = base("https://buddy.example.com/api/");
+        let u = join_url(
+            &b,
+            "workspaces/acme/projects",
+            &[("page".into(), "2".into())],
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://buddy.example.com/api/workspaces/acme/projects?page=2"
+        );
+        let b = base("https://api.buddy.works");
+        let q = vec![("a b".to_string(), "c&d=e".to_string())];
+        let u = join_url(&b, "/user", &q).unwrap();
+        assert_eq!(u.as_str(), "https://api.buddy.works/user?a+b=c%26d%3De");
+    }
+
+    #[test]
+    fn refuses_paths_that_escape() {
+        let b = base("https://buddy.example.com/api");
+        for bad in [
+            "",
+            "/../admin",
+            "/workspaces/../../x",
+            "/a/./b",
+            "..",
+            "//evil.example/x",
+            "/a//b",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%5cb",
+            "/%2e%2e/x",
+            "/a%252fb",
+            "/a\\b",
+            "/a\r\nHost: x",
+            "/a\nb",
+            "https://evil.example/x",
+            "http:/evil",
+            "javascript:alert(1)",
+            "/a?x=1",
+            "/a#f",
+            "/..;/x",
+            "/a%00",
+        ] {
+            assert!(
+                matches!(join_url(&b, bad, &[]), Err(BuddyError::InvalidPath(_))),
+                "{bad:?} must be refused"
+            );
+        }
+        assert!(join_url(&b, "/workspaces/acme/projects/p-1/pipelines/7", &[]).is_ok());
+    }
+
+    #[test]
+    fn parses_rate_limit_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("X-Rate-Limit-Limit", HeaderValue::from_static("1"));
+        h.insert("x-rate-limit-remaining", HeaderValue::from_static(" 999 "));
+        h.insert("X-Rate-Limit-Reset", HeaderValue::from_static("1700000000"));
+        assert_eq!(
+            RateLimitHeaders::from_headers(&h),
+            RateLimitHeaders {
+                limit: Some(1),
+                remaining: Some(999),
+                reset: Some(1_700_000_000)
+            }
+        );
+        h.insert("X-Rate-Limit-Reset", HeaderValue::from_static("soon"));
+        assert_eq!(RateLimitHeaders::from_headers(&h).reset, None);
+        assert!(RateLimitHeaders::from_headers(&HeaderMap::new()).is_empty());
+    }
+
+    #[test]
+    fn drops_hop_by_hop_and_credentials() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer caller"),
+        );
+        h.insert(header::HOST, HeaderValue::from_static("cigate.local"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-drop-me"),
+        );
+        h.insert("x-drop-me", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            "x-buddy-media-type",
+            HeaderValue::from_static("buddy.v1.1.0"),
+        );
+        let out = forwardable_headers(h);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(out.contains_key(header::CONTENT_TYPE));
+        assert!(out.contains_key("x-buddy-media-type"));
+    }
+
+    #[test]
+    fn bearer_is_sensitive_and_debug_hides_the_token() {
+        let pool = HttpPool::new(UpstreamPolicy::default()).unwrap();
+        let c = BuddyClient::new(
+            &pool,
+            base("https://api.buddy.works"),
+            Secret::new("tok-plaintext-123"),
+        );
+        let v = c.bearer().unwrap();
+        assert!(v.is_sensitive());
+        assert!(!format!("{v:?}").contains("plaintext"));
+        assert!(!format!("{c:?}").contains("plaintext"));
+        let bad = BuddyClient::new(&pool, base("https://api.buddy.works"), Secret::new("a\nb"));
+        assert!(matches!(bad.bearer(), Err(BuddyError::InvalidCredential)));
+    }
+
+    #[test]
+    fn parses_buddy_dates() {
+        for s in [
+            "2016-02-29T11:23:04Z",
+            "2016-03-29T08:05:30.33Z",
+            "2016-11-18T12:38:16.000Z",
+            "2016-11-18T12:38:16",
+        ] {
+            assert!(parse_buddy_datetime(s).is_some(), "{s}");
+        }
+        assert!(parse_buddy_datetime("yesterday").is_none());
+    }
+}
