@@ -1,0 +1,345 @@
+//! Pipelines and their actions.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::error::{ApiResult, SimError};
+use crate::render::{self, PipelineView};
+use crate::routes::{created, Q};
+use crate::sim::{last_execution, Sim};
+use crate::state::{Pipeline, Project, State as SimState, Workspace};
+use crate::transport::{Caller, Page};
+
+fn read_access(sim: &Sim, caller: &Caller, ws: &str) -> ApiResult<()> {
+    caller.require("EXECUTION_INFO")?;
+    caller.workspace_access(sim, ws)
+}
+
+fn manage_access(sim: &Sim, caller: &Caller, ws: &str) -> ApiResult<()> {
+    caller.require("EXECUTION_MANAGE")?;
+    caller.workspace_access(sim, ws)
+}
+
+pub(crate) fn pipeline_json(
+    s: &SimState,
+    urls: &render::Urls,
+    w: &Workspace,
+    p: &Project,
+    pl: &Pipeline,
+    v1_1: bool,
+) -> Value {
+    let (status, revision) = last_execution(s, w, p, pl);
+    render::pipeline(
+        urls,
+        w,
+        p,
+        pl,
+        &PipelineView {
+            last_status: &status,
+            last_revision: revision,
+            v1_1,
+        },
+    )
+}
+
+pub async fn list(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path((ws, project)): Path<(String, String)>,
+    q: Q,
+) -> ApiResult<Json<Value>> {
+    read_access(&sim, &caller, &ws)?;
+    let page = Page::from_query(
+        q.get("page").map(String::as_str),
+        q.get("per_page").map(String::as_str),
+    );
+    sim.read(|s, urls| {
+        let w = s.workspace(&ws).ok_or_else(|| SimError::not_found("Workspace"))?;
+        let p = w.project(&project).ok_or_else(|| SimError::not_found("Project"))?;
+        let mut items: Vec<&Pipeline> = p.pipelines.iter().collect();
+        match q.get("sort_by").map(String::as_str) {
+            Some("name") => items.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
+            _ => items.sort_by_key(|pl| pl.id),
+        }
+        if q.get("sort_direction").is_some_and(|d| d.eq_ignore_ascii_case("DESC")) {
+            items.reverse();
+        }
+        let list: Vec<Value> = page.slice(&items).iter().map(|pl| pipeline_json(s, urls, w, p, pl, caller.wants_v1_1())).collect();
+        let (api, html) = urls.project(&ws, &project);
+        Ok(Json(json!({ "url": format!("{api}/pipelines"), "html_url": format!("{html}/pipelines"), "pipelines": list })))
+    })
+}
+
+pub async fn get_one(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path((ws, project, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    read_access(&sim, &caller, &ws)?;
+    let id: u64 = id.parse().map_err(|_| SimError::not_found("Pipeline"))?;
+    sim.read(|s, urls| {
+        let w = s
+            .workspace(&ws)
+            .ok_or_else(|| SimError::not_found("Workspace"))?;
+        let p = w
+            .project(&project)
+            .ok_or_else(|| SimError::not_found("Project"))?;
+        let pl = p
+            .pipeline(id)
+            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        Ok(Json(pipeline_json(s, urls, w, p, pl, caller.wants_v1_1())))
+    })
+}
+
+/// Applies create/update fields; unknown fields are stored verbatim.
+fn apply_fields(pl: &mut Pipeline, body: &Value) -> ApiResult<()> {
+    let o = body
+        .as_object()
+        .ok_or_else(|| SimError::Validation("Body must be a JSON object.".into()))?;
+    for (k, v) in o {
+        match k.as_str() {
+            "name" => {
+                pl.name = v
+                    .as_str()
+                    .filter(|s| !s.trim().is_empty())
+                    .ok_or_else(|| SimError::Validation("name must be a non-empty string.".into()))?
+                    .to_string()
+            }
+            "identifier" => pl.identifier = v.as_str().unwrap_or_default().to_string(),
+            "refs" => {
+                pl.refs = v
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .ok_or_else(|| SimError::Validation("refs must be an array.".into()))?
+            }
+            "events" => {
+                if !v.is_array() {
+                    return Err(SimError::Validation("events must be an array.".into()));
+                }
+                pl.events = v.clone();
+            }
+            "trigger_conditions" => pl.trigger_conditions = v.clone(),
+            "priority" => {
+                let p = v.as_str().unwrap_or_default();
+                if !matches!(p, "LOW" | "NORMAL" | "HIGH") {
+                    return Err(SimError::Validation(
+                        "priority must be LOW, NORMAL or HIGH.".into(),
+                    ));
+                }
+                pl.priority = p.to_string();
+            }
+            "disabled" => pl.disabled = v.as_bool().unwrap_or(false),
+            "paused" => pl.paused = v.as_bool().unwrap_or(false),
+            "concurrent_pipeline_runs" => {
+                pl.concurrent_pipeline_runs = v.as_bool().unwrap_or(false)
+            }
+            "execution_message_template" => {
+                pl.execution_message_template = v.as_str().unwrap_or_default().to_string()
+            }
+            "on" => {
+                // v1.1 clients send `on`; translate CLICK to "no events".
+                if v.as_str() == Some("CLICK") {
+                    pl.events = json!([]);
+                }
+            }
+            "url"
+            | "html_url"
+            | "id"
+            | "last_execution_status"
+            | "last_execution_revision"
+            | "create_date"
+            | "project"
+            | "creator" => {}
+            _ => {
+                pl.extra.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn create(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path((ws, project)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    manage_access(&sim, &caller, &ws)?;
+    if body
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(|n| n.trim().is_empty())
+    {
+        return Err(SimError::Validation("name is required.".into()));
+    }
+    let now = sim.now();
+    let v1_1 = caller.wants_v1_1();
+    let json = sim.write(|s, urls| {
+        let p = s
+            .workspace(&ws)
+            .and_then(|w| w.project(&project))
+            .cloned()
+            .ok_or_else(|| SimError::not_found("Project"))?;
+        let mut pl = crate::seed::build_pipeline(s, &p, 1_000_000 + s.next_pipeline_id, 0);
+        pl.create_date = now;
+        pl.refs = vec![format!("refs/heads/{}", p.default_branch)];
+        pl.events = json!([]);
+        pl.trigger_conditions = json!([]);
+        apply_fields(&mut pl, &body)?;
+        if body.get("identifier").is_none() {
+            pl.identifier = crate::seed::slug(&pl.name);
+        }
+        let id = pl.id;
+        let pr = s
+            .workspace_mut(&ws)
+            .and_then(|w| w.project_mut(&project))
+            .ok_or_else(|| SimError::not_found("Project"))?;
+        pr.pipelines.push(pl);
+        let w = s
+            .workspace(&ws)
+            .ok_or_else(|| SimError::not_found("Workspace"))?;
+        let p = w
+            .project(&project)
+            .ok_or_else(|| SimError::not_found("Project"))?;
+        let pl = p
+            .pipeline(id)
+            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        Ok(pipeline_json(s, urls, w, p, pl, v1_1))
+    })?;
+    Ok(created(json))
+}
+
+pub async fn update(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path((ws, project, id)): Path<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    manage_access(&sim, &caller, &ws)?;
+    let id: u64 = id.parse().map_err(|_| SimError::not_found("Pipeline"))?;
+    sim.with_pipeline_mut(&ws, &project, id, |pl| apply_fields(pl, &body))?;
+    get_json(&sim, &ws, &project, id, caller.wants_v1_1())
+}
+
+fn get_json(sim: &Sim, ws: &str, project: &str, id: u64, v1_1: bool) -> ApiResult<Json<Value>> {
+    sim.read(|s, urls| {
+        let w = s
+            .workspace(ws)
+            .ok_or_else(|| SimError::not_found("Workspace"))?;
+        let p = w
+            .project(project)
+            .ok_or_else(|| SimError::not_found("Project"))?;
+        let pl = p
+            .pipeline(id)
+            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        Ok(Json(pipeline_json(s, urls, w, p, pl, v1_1)))
+    })
+}
+
+pub async fn update_yaml(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path((ws, project, id)): Path<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    manage_access(&sim, &caller, &ws)?;
+    let id: u64 = id.parse().map_err(|_| SimError::not_found("Pipeline"))?;
+    let yaml = body
+        .get("yaml")
+        .and_then(Value::as_str)
+        .ok_or_else(|| SimError::Validation("yaml is required.".into()))?
+        .to_string();
+    sim.with_pipeline_mut(&ws, &project, id, |pl| {
+        pl.extra.insert("yaml".into(), Value::String(yaml));
+        Ok(())
+    })?;
+    get_json(&sim, &ws, &project, id, caller.wants_v1_1())
+}
+
+pub async fn delete(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path((ws, project, id)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    manage_access(&sim, &caller, &ws)?;
+    let id: u64 = id.parse().map_err(|_| SimError::not_found("Pipeline"))?;
+    sim.write(|s, _| {
+        let p = s
+            .workspace_mut(&ws)
+            .and_then(|w| w.project_mut(&project))
+            .ok_or_else(|| SimError::not_found("Project"))?;
+        let before = p.pipelines.len();
+        p.pipelines.retain(|pl| pl.id != id);
+        if before == p.pipelines.len() {
+            return Err(SimError::not_found("Pipeline"));
+        }
+        s.active.retain(|k| k.pipeline_id != id);
+        Ok(StatusCode::NO_CONTENT)
+    })
+}
+
+pub async fn actions(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path((ws, project, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    read_access(&sim, &caller, &ws)?;
+    let id: u64 = id.parse().map_err(|_| SimError::not_found("Pipeline"))?;
+    sim.read(|s, urls| {
+        let w = s
+            .workspace(&ws)
+            .ok_or_else(|| SimError::not_found("Workspace"))?;
+        let p = w
+            .project(&project)
+            .ok_or_else(|| SimError::not_found("Project"))?;
+        let pl = p
+            .pipeline(id)
+            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        let (status, _) = last_execution(s, w, p, pl);
+        let items: Vec<Value> = pl
+            .actions
+            .iter()
+            .map(|a| render::action(urls, &ws, &project, pl, a, &status))
+            .collect();
+        let (api, html) = urls.pipeline(&ws, &project, id);
+        Ok(Json(
+            json!({ "url": format!("{api}/actions"), "html_url": html, "actions": items }),
+        ))
+    })
+}
+
+pub async fn action(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path((ws, project, id, action)): Path<(String, String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    read_access(&sim, &caller, &ws)?;
+    let id: u64 = id.parse().map_err(|_| SimError::not_found("Pipeline"))?;
+    let action: u64 = action.parse().map_err(|_| SimError::not_found("Action"))?;
+    sim.read(|s, urls| {
+        let w = s
+            .workspace(&ws)
+            .ok_or_else(|| SimError::not_found("Workspace"))?;
+        let p = w
+            .project(&project)
+            .ok_or_else(|| SimError::not_found("Project"))?;
+        let pl = p
+            .pipeline(id)
+            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        let a = pl
+            .actions
+            .iter()
+            .find(|a| a.id == action)
+            .ok_or_else(|| SimError::not_found("Action"))?;
+        let (status, _) = last_execution(s, w, p, pl);
+        Ok(Json(render::action(urls, &ws, &project, pl, a, &status)))
+    })
+}

@@ -1,0 +1,139 @@
+//! User, current token, workspaces and members.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::clock::iso;
+use crate::error::{ApiResult, SimError};
+use crate::render;
+use crate::routes::Q;
+use crate::sim::Sim;
+use crate::transport::{Caller, Page};
+
+pub async fn user(State(sim): State<Sim>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require("USER_INFO")?;
+    let with_email = caller.token.has_scope("USER_EMAIL");
+    sim.read(|s, urls| {
+        let m = s.workspaces.first().and_then(|w| w.owner().cloned());
+        let name = m.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| "Mike Benson".into());
+        let email = m.as_ref().map(|m| m.email.clone());
+        Ok(Json(json!({
+            "url": format!("{}/user", urls.api),
+            "html_url": format!("{}/my-id", urls.html),
+            "id": 1,
+            "name": name,
+            "avatar_url": format!("{}/image-server/user/0/0/0/0/0/0/1/w/32/32/AVATAR.png", urls.html),
+            "workspaces_url": format!("{}/workspaces", urls.api),
+            "email": if with_email { email } else { None },
+        })))
+    })
+}
+
+pub async fn current_token(State(sim): State<Sim>, caller: Caller) -> ApiResult<Json<Value>> {
+    let urls = sim.urls();
+    let t = &caller.token;
+    Ok(Json(json!({
+        "url": format!("{}/user/tokens/{}", urls.api, t.id),
+        "html_url": format!("{}/my-id/tokens/{}", urls.html, t.id),
+        "id": t.id,
+        "name": t.name,
+        "token": Value::Null,
+        "expires_at": t.expires_at.map(iso),
+        "scopes": t.scopes,
+        "ip_restrictions": t.ip_restrictions,
+        "workspace_restrictions": t.workspace_restrictions,
+    })))
+}
+
+pub async fn oidc_token(State(sim): State<Sim>, caller: Caller) -> ApiResult<Json<Value>> {
+    let value = sim.issue_token(crate::auth::TokenSpec {
+        scopes: caller.token.scopes.clone(),
+        expires_in: Some(3600),
+        ..Default::default()
+    });
+    Ok(Json(Value::String(value)))
+}
+
+pub async fn list(State(sim): State<Sim>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require("WORKSPACE")?;
+    sim.read(|s, urls| {
+        let items: Vec<Value> = s
+            .workspaces
+            .iter()
+            .filter(|w| caller.token.may_access_workspace(&w.domain))
+            .map(|w| render::workspace_short(urls, w))
+            .collect();
+        Ok(Json(json!({
+            "url": format!("{}/workspaces", urls.api),
+            "html_url": urls.html,
+            "workspaces": items,
+        })))
+    })
+}
+
+pub async fn get_one(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require("WORKSPACE")?;
+    caller.workspace_access(&sim, &ws)?;
+    sim.read(|s, urls| {
+        let w = s
+            .workspace(&ws)
+            .ok_or_else(|| SimError::not_found("Workspace"))?;
+        Ok(Json(render::workspace_detail(urls, w)))
+    })
+}
+
+pub async fn members(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    q: Q,
+) -> ApiResult<Json<Value>> {
+    caller.require("WORKSPACE")?;
+    caller.workspace_access(&sim, &ws)?;
+    let with_email = caller.token.has_scope("MEMBER_EMAIL");
+    let page = Page::from_query(
+        q.get("page").map(String::as_str),
+        q.get("per_page").map(String::as_str),
+    );
+    sim.read(|s, urls| {
+        let w = s.workspace(&ws).ok_or_else(|| SimError::not_found("Workspace"))?;
+        let mut members = w.members.clone();
+        match q.get("sort_by").map(String::as_str) {
+            Some("id") => members.sort_by_key(|m| m.id),
+            _ => members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
+        }
+        if q.get("sort_direction").is_some_and(|d| d.eq_ignore_ascii_case("DESC")) {
+            members.reverse();
+        }
+        let items: Vec<Value> = page
+            .slice(&members)
+            .iter()
+            .map(|m| render::member_detail(urls, &ws, m, with_email))
+            .collect();
+        let (url, html) = urls.workspace(&ws);
+        Ok(Json(json!({ "url": format!("{url}/members"), "html_url": format!("{html}/people"), "members": items })))
+    })
+}
+
+pub async fn member(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require("WORKSPACE")?;
+    caller.workspace_access(&sim, &ws)?;
+    let with_email = caller.token.has_scope("MEMBER_EMAIL");
+    let id: u64 = id.parse().map_err(|_| SimError::not_found("Member"))?;
+    sim.read(|s, urls| {
+        let w = s
+            .workspace(&ws)
+            .ok_or_else(|| SimError::not_found("Workspace"))?;
+        let m = w.member(id).ok_or_else(|| SimError::not_found("Member"))?;
+        Ok(Json(render::member_detail(urls, &ws, m, with_email)))
+    })
+}
