@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
@@ -155,7 +155,9 @@ pub async fn authorize(
             pairs.append_pair("state", state);
         }
     }
-    Ok(Redirect::to(target.as_str()).into_response())
+    let location = HeaderValue::from_str(target.as_str())
+        .map_err(|_| oauth_err(400, "invalid_request", "redirect_uri is not a URL"))?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
