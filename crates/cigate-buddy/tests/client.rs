@@ -507,6 +507,55 @@ async fn send_raw_forwards_and_replaces_credentials() {
     assert!(matches!(e, BuddyError::InvalidPath(_)));
 }
 
+/// Collects everything `tracing` writes during a test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn traces_carry_method_host_and_path_but_no_token_or_query() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (addr, _) = start().await;
+    let c = client_for(addr, GOOD);
+    c.get_json("/echo", &q(&[("access_token", "query-secret-value")]))
+        .await
+        .unwrap();
+    let _ = c.get_json("/not-found", &[]).await;
+    let mut raw = RawRequest::new(Method::GET, "/raw");
+    raw.query = q(&[("access_token", "query-secret-value")]);
+    c.send_raw(raw).await.unwrap().bytes().await.unwrap();
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("buddy.request"), "{text}");
+    assert!(text.contains("http.request.method=GET"), "{text}");
+    assert!(text.contains("server.address=\"127.0.0.1\""), "{text}");
+    assert!(text.contains("url.path=\"/api/echo\""), "{text}");
+    assert!(text.contains("http.response.status_code=404"), "{text}");
+    assert!(!text.contains(GOOD), "token in traces: {text}");
+    assert!(
+        !text.contains("query-secret-value"),
+        "query in traces: {text}"
+    );
+}
+
 mod against_the_simulator {
     use super::*;
     use cigate_buddy_sim::{SimConfig, TokenSpec};
