@@ -1,0 +1,195 @@
+//! The two backends. SQL is written once with `$N` placeholders, which both PostgreSQL
+//! and SQLite (through sqlx) bind by number; [`on_pool!`] expands a query body once per
+//! backend so the same text is type-checked against each driver. The differences that
+//! remain (column types in migrations, catalog queries) live here and in the migration
+//! directories.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Executor, PgPool, SqlitePool};
+
+use crate::{StoreError, StoreOptions};
+
+pub(crate) static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database a [`crate::Store`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum DbPool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the backend's pool; the body is compiled once per
+/// backend, so it must only use what both drivers support.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::db::DbPool::Sqlite($p) => $body,
+            $crate::db::DbPool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+impl DbPool {
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            DbPool::Sqlite(_) => Backend::Sqlite,
+            DbPool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub(crate) async fn table_exists(&self, table: &str) -> Result<bool, StoreError> {
+        let n: i64 = match self {
+            DbPool::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+                )
+                .bind(table)
+                .fetch_one(pool)
+                .await?
+            }
+            DbPool::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_name = $1",
+                )
+                .bind(table)
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            DbPool::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+            DbPool::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Reachable, and every migration this build knows is applied with a matching checksum.
+    pub(crate) async fn ready(&self) -> Result<(), StoreError> {
+        let (applied, migrator) = match self {
+            DbPool::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                conn.ping().await?;
+                (conn.list_applied_migrations().await, &SQLITE_MIGRATOR)
+            }
+            DbPool::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                conn.ping().await?;
+                (conn.list_applied_migrations().await, &POSTGRES_MIGRATOR)
+            }
+        };
+        let applied = applied.map_err(|_| {
+            StoreError::NotMigrated("no migrations have been applied; run `cigate migrate`".into())
+        })?;
+        for m in migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+        {
+            match applied.iter().find(|a| a.version == m.version) {
+                None => {
+                    return Err(StoreError::NotMigrated(format!(
+                        "migration {} ({}) is not applied; run `cigate migrate`",
+                        m.version, m.description
+                    )))
+                }
+                Some(a) if a.checksum != m.checksum => {
+                    return Err(StoreError::NotMigrated(format!(
+                        "applied migration {} differs from this build's",
+                        m.version
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) async fn connect(url: &str, opts: &StoreOptions) -> Result<DbPool, StoreError> {
+    let max = opts.max_connections.max(1);
+    if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidUrl(format!("not a valid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let file = options.get_filename();
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !file.as_os_str().to_string_lossy().starts_with(':') && !parent.exists() {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        Ok(DbPool::Sqlite(pool))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let options = PgConnectOptions::from_str(url)
+            // The parse error may quote the URL, which can carry a password.
+            .map_err(|_| StoreError::InvalidUrl("not a valid PostgreSQL URL".into()))?;
+        let mut pool_options = PgPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30));
+        if let Some(schema) = &opts.schema {
+            validate_schema_name(schema)?;
+            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+            conn.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"").as_str())
+                .await?;
+            conn.close().await?;
+            let set_path = format!("SET search_path TO \"{schema}\"");
+            pool_options = pool_options.after_connect(move |conn, _meta| {
+                let set_path = set_path.clone();
+                Box::pin(async move {
+                    conn.execute(set_path.as_str()).await?;
+                    Ok(())
+                })
+            });
+        }
+        Ok(DbPool::Postgres(pool_options.connect_with(options).await?))
+    } else {
+        Err(StoreError::InvalidUrl(
+            "expected a URL starting with sqlite:// or postgres://".into(),
+        ))
+    }
+}
+
+fn validate_schema_name(schema: &str) -> Result<(), StoreError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput(format!(
+            "schema name `{schema}` must match [a-z_][a-z0-9_]{{0,62}}"
+        )))
+    }
+}

@@ -1,0 +1,429 @@
+//! The process's keyring, start-up verification and rotation.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, RwLock};
+
+use zeroize::Zeroize;
+
+use crate::crypto::{self, FileStamp, KeyConfig, Keyring, MasterKey, Sealed};
+use crate::db::{on_pool, DbPool};
+use crate::{now, RotationReport, Store, StoreError};
+
+const KEY_CHECK_AAD: &[u8] = b"cigate:key-check";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"cigate master key check v1";
+const ROTATION_BATCH: i64 = 100;
+const ROTATION_PASSES: usize = 5;
+
+enum KeySource {
+    Env,
+    File(PathBuf),
+    Memory,
+}
+
+pub(crate) struct Keys {
+    source: KeySource,
+    ring: RwLock<Keyring>,
+    stamp: Mutex<Option<FileStamp>>,
+}
+
+impl Keys {
+    /// `sentinel_key_id`: the key id the database was sealed with, if it holds any
+    /// encrypted data; a missing key file is then an error instead of a fresh key.
+    pub(crate) fn load(
+        config: &KeyConfig,
+        sentinel_key_id: Option<&str>,
+    ) -> Result<Keys, StoreError> {
+        let (source, ring, stamp) = match config {
+            KeyConfig::Env(value) => (KeySource::Env, Keyring::parse(value)?, None),
+            KeyConfig::Keys(ring) => (KeySource::Memory, ring.clone(), None),
+            KeyConfig::File(path) => {
+                let (ring, stamp) = match crypto::read_key_file(path)? {
+                    Some(found) => found,
+                    None => {
+                        if let Some(id) = sentinel_key_id {
+                            return Err(StoreError::Key(format!(
+                                "key file {} does not exist, but the database holds data \
+                                 encrypted under key id {id}; restore the key file or set \
+                                 CIGATE_MASTER_KEY",
+                                path.display()
+                            )));
+                        }
+                        crypto::create_key_file(path, &Keyring::generate())?
+                    }
+                };
+                (KeySource::File(path.clone()), ring, Some(stamp))
+            }
+        };
+        Ok(Keys {
+            source,
+            ring: RwLock::new(ring),
+            stamp: Mutex::new(stamp),
+        })
+    }
+
+    pub(crate) fn key_ids(&self) -> Vec<String> {
+        self.read_ring().key_ids()
+    }
+
+    fn read_ring(&self) -> std::sync::RwLockReadGuard<'_, Keyring> {
+        self.ring
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_ring(&self) -> std::sync::RwLockWriteGuard<'_, Keyring> {
+        self.ring
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn describe_source(&self) -> String {
+        match &self.source {
+            KeySource::Env => "CIGATE_MASTER_KEY".into(),
+            KeySource::File(path) => format!("key file {}", path.display()),
+            KeySource::Memory => "the configured keyring".into(),
+        }
+    }
+
+    /// Re-reads the key file if it changed since we last read it.
+    fn refresh_if_changed(&self) -> Result<(), StoreError> {
+        let KeySource::File(path) = &self.source else {
+            return Ok(());
+        };
+        let current = crypto::file_stamp(path)?;
+        let mut stamp = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        if current.is_some() && current != *stamp {
+            if let Some((fresh, new_stamp)) = crypto::read_key_file(path)? {
+                self.write_ring().merge_reloaded(fresh);
+                *stamp = Some(new_stamp);
+            }
+        }
+        Ok(())
+    }
+
+    fn reload(&self) -> Result<(), StoreError> {
+        let KeySource::File(path) = &self.source else {
+            return Ok(());
+        };
+        if let Some((fresh, new_stamp)) = crypto::read_key_file(path)? {
+            self.write_ring().merge_reloaded(fresh);
+            *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = Some(new_stamp);
+        }
+        Ok(())
+    }
+
+    /// The key to encrypt with, after picking up a key file rewritten by a rotation.
+    pub(crate) fn current(&self) -> Result<MasterKey, StoreError> {
+        self.refresh_if_changed()?;
+        Ok(self.read_ring().current().clone())
+    }
+
+    /// The key with this id, reloading the key file once if we do not know it.
+    pub(crate) fn get(&self, key_id: &str) -> Result<MasterKey, StoreError> {
+        if let Some(key) = self.read_ring().get(key_id) {
+            return Ok(key.clone());
+        }
+        self.reload()?;
+        let ring = self.read_ring();
+        ring.get(key_id).cloned().ok_or_else(|| {
+            StoreError::Key(format!(
+                "data is encrypted under key id {key_id}, which {} does not contain (it holds {}); \
+                 start with the key the data was written with",
+                self.describe_source(),
+                ring.key_ids().join(", ")
+            ))
+        })
+    }
+
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Sealed, StoreError> {
+        crypto::seal(&self.current()?, aad, plaintext)
+    }
+
+    pub(crate) fn open(&self, aad: &[u8], sealed: &Sealed) -> Result<Vec<u8>, StoreError> {
+        crypto::open(&self.get(&sealed.key_id)?, aad, sealed)
+    }
+}
+
+pub(crate) async fn read_key_check(pool: &DbPool) -> Result<Option<Sealed>, StoreError> {
+    let row: Option<(String, Vec<u8>, Vec<u8>)> = on_pool!(pool, p => {
+        sqlx::query_as("SELECT key_id, nonce, ciphertext FROM key_check WHERE id = 1")
+            .fetch_optional(p)
+            .await?
+    });
+    Ok(row.map(|(key_id, nonce, ciphertext)| Sealed {
+        key_id,
+        nonce,
+        ciphertext,
+    }))
+}
+
+impl Store {
+    /// Checks the keyring against the data: the key-check row and one credential per key
+    /// id in use must open. Writes the key-check row if the store has none yet.
+    pub(crate) async fn verify_keys(&self) -> Result<(), StoreError> {
+        let keys = &self.inner.keys;
+        match read_key_check(self.pool()).await? {
+            Some(sealed) => {
+                let key = keys.get(&sealed.key_id)?;
+                crypto::open(&key, KEY_CHECK_AAD, &sealed).map_err(|_| {
+                    StoreError::Key(format!(
+                        "{} holds a key with id {} that does not decrypt this database's key \
+                         check; the key is wrong",
+                        keys.describe_source(),
+                        sealed.key_id
+                    ))
+                })?;
+            }
+            None => {
+                let sealed = keys.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
+                on_pool!(self.pool(), p => {
+                    sqlx::query(
+                        "INSERT INTO key_check (id, key_id, nonce, ciphertext, updated_at) \
+                         VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&sealed.key_id)
+                    .bind(&sealed.nonce)
+                    .bind(&sealed.ciphertext)
+                    .bind(now())
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+                });
+                // Another process may have won the insert with a different key.
+                if let Some(sealed) = read_key_check(self.pool()).await? {
+                    let key = keys.get(&sealed.key_id)?;
+                    crypto::open(&key, KEY_CHECK_AAD, &sealed)?;
+                }
+            }
+        }
+
+        let key_ids: Vec<String> = on_pool!(self.pool(), p => {
+            sqlx::query_scalar("SELECT DISTINCT key_id FROM account_credentials")
+                .fetch_all(p)
+                .await?
+        });
+        for key_id in key_ids {
+            let sample: Option<(String, Vec<u8>, Vec<u8>)> = on_pool!(self.pool(), p => {
+                sqlx::query_as(
+                    "SELECT account_id, nonce, ciphertext FROM account_credentials \
+                     WHERE key_id = $1 LIMIT 1",
+                )
+                .bind(&key_id)
+                .fetch_optional(p)
+                .await?
+            });
+            if let Some((account_id, nonce, ciphertext)) = sample {
+                let sealed = Sealed {
+                    key_id: key_id.clone(),
+                    nonce,
+                    ciphertext,
+                };
+                keys.open(account_id.as_bytes(), &sealed)
+                    .map_err(|err| match err {
+                        StoreError::Crypto(_) => StoreError::Key(format!(
+                            "key id {key_id} from {} does not decrypt the stored credentials; \
+                         the key is wrong",
+                            keys.describe_source()
+                        )),
+                        other => other,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves every credential onto a new current key; see the crate documentation for
+    /// the steps. `new_key`: the key to rotate to (generated when `None`); must be `None`
+    /// when keys come from `CIGATE_MASTER_KEY`, where rotation moves rows onto the first
+    /// key listed. Safe to run while other processes serve traffic; one rotation per
+    /// process at a time.
+    pub async fn rotate_keys(
+        &self,
+        new_key: Option<MasterKey>,
+    ) -> Result<RotationReport, StoreError> {
+        let _only_one = self.inner.rotation.lock().await;
+        let keys = &self.inner.keys;
+
+        match &keys.source {
+            KeySource::Env => {
+                if new_key.is_some() {
+                    return Err(StoreError::Key(
+                        "keys come from CIGATE_MASTER_KEY: list the new key first and the old \
+                         ones after it (comma-separated), restart, then rotate without a new key"
+                            .into(),
+                    ));
+                }
+            }
+            KeySource::Memory => {
+                let key = new_key.unwrap_or_else(MasterKey::generate);
+                check_no_id_clash(&keys.read_ring(), &key)?;
+                keys.write_ring().promote(key);
+            }
+            KeySource::File(path) => {
+                keys.reload()?;
+                let key = new_key.unwrap_or_else(MasterKey::generate);
+                check_no_id_clash(&keys.read_ring(), &key)?;
+                let mut ring = keys.read_ring().clone();
+                ring.promote(key);
+                let stamp = crypto::write_key_file(path, &ring)?;
+                *keys.write_ring() = ring;
+                *keys.stamp.lock().unwrap_or_else(|p| p.into_inner()) = Some(stamp);
+            }
+        }
+        let current = keys.read_ring().current().clone();
+        tracing::info!(
+            key_id = current.id(),
+            "rotating credentials to a new master key"
+        );
+
+        let sealed = crypto::seal(&current, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
+        on_pool!(self.pool(), p => {
+            sqlx::query(
+                "INSERT INTO key_check (id, key_id, nonce, ciphertext, updated_at) \
+                 VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET \
+                 key_id = excluded.key_id, nonce = excluded.nonce, \
+                 ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+            )
+            .bind(&sealed.key_id)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
+            .bind(now())
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+
+        let mut previous: Vec<String> = Vec::new();
+        let mut reencrypted = 0u64;
+        for _ in 0..ROTATION_PASSES {
+            let moved = self.reencrypt_pass(&current, &mut previous).await?;
+            reencrypted += moved;
+            if self.count_not_under(current.id()).await? == 0 {
+                break;
+            }
+        }
+        let left = self.count_not_under(current.id()).await?;
+        if left > 0 {
+            return Err(StoreError::Conflict(format!(
+                "{left} credentials are still under old keys (written concurrently); run the \
+                 rotation again"
+            )));
+        }
+
+        let mut retired = Vec::new();
+        match &keys.source {
+            KeySource::Env => {}
+            KeySource::Memory => {
+                let mut ring = keys.write_ring();
+                retired = ring.key_ids().into_iter().skip(1).collect();
+                ring.retire_old();
+            }
+            KeySource::File(path) => {
+                let mut ring = keys.read_ring().clone();
+                retired = ring.key_ids().into_iter().skip(1).collect();
+                ring.retire_old();
+                let stamp = crypto::write_key_file(path, &ring)?;
+                *keys.write_ring() = ring;
+                *keys.stamp.lock().unwrap_or_else(|p| p.into_inner()) = Some(stamp);
+            }
+        }
+        previous.sort();
+        tracing::info!(
+            key_id = current.id(),
+            reencrypted,
+            retired = retired.len(),
+            "master key rotation finished"
+        );
+        Ok(RotationReport {
+            current_key_id: current.id().to_string(),
+            previous_key_ids: previous,
+            reencrypted,
+            retired_key_ids: retired,
+        })
+    }
+
+    async fn count_not_under(&self, key_id: &str) -> Result<i64, StoreError> {
+        Ok(on_pool!(self.pool(), p => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM account_credentials WHERE key_id <> $1")
+                .bind(key_id)
+                .fetch_one(p)
+                .await?
+        }))
+    }
+
+    /// One keyset walk over rows not under `current`; each row is swapped by its own
+    /// conditional UPDATE, so nothing is locked for longer than one statement.
+    async fn reencrypt_pass(
+        &self,
+        current: &MasterKey,
+        previous: &mut Vec<String>,
+    ) -> Result<u64, StoreError> {
+        let mut after = String::new();
+        let mut moved = 0u64;
+        loop {
+            let batch: Vec<(String, String, Vec<u8>, Vec<u8>)> = on_pool!(self.pool(), p => {
+                sqlx::query_as(
+                    "SELECT account_id, key_id, nonce, ciphertext FROM account_credentials \
+                     WHERE key_id <> $1 AND account_id > $2 ORDER BY account_id LIMIT $3",
+                )
+                .bind(current.id())
+                .bind(&after)
+                .bind(ROTATION_BATCH)
+                .fetch_all(p)
+                .await?
+            });
+            let Some(last) = batch.last() else {
+                return Ok(moved);
+            };
+            after = last.0.clone();
+            for (account_id, key_id, nonce, ciphertext) in batch {
+                let old = Sealed {
+                    key_id: key_id.clone(),
+                    nonce,
+                    ciphertext,
+                };
+                let mut plaintext = self.inner.keys.open(account_id.as_bytes(), &old)?;
+                let new = crypto::seal(current, account_id.as_bytes(), &plaintext)?;
+                plaintext.zeroize();
+                let done = on_pool!(self.pool(), p => {
+                    sqlx::query(
+                        "UPDATE account_credentials SET key_id = $1, nonce = $2, ciphertext = $3, \
+                         updated_at = $4 WHERE account_id = $5 AND key_id = $6 AND nonce = $7",
+                    )
+                    .bind(&new.key_id)
+                    .bind(&new.nonce)
+                    .bind(&new.ciphertext)
+                    .bind(now())
+                    .bind(&account_id)
+                    .bind(&old.key_id)
+                    .bind(&old.nonce)
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+                });
+                if done == 1 {
+                    moved += 1;
+                    if !previous.contains(&key_id) {
+                        previous.push(key_id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_no_id_clash(ring: &Keyring, key: &MasterKey) -> Result<(), StoreError> {
+    if ring.current().id() == key.id() {
+        return Err(StoreError::Key(format!(
+            "key id {} is already the current key",
+            key.id()
+        )));
+    }
+    match ring.get(key.id()) {
+        Some(existing) if existing != key => Err(StoreError::Key(format!(
+            "a different key with id {} is already in the keyring; generate another key",
+            key.id()
+        ))),
+        _ => Ok(()),
+    }
+}
