@@ -613,8 +613,13 @@ fn upstream_span(method: &Method, url: &Url) -> tracing::Span {
 }
 
 fn map_reqwest(err: reqwest::Error) -> BuddyError {
-    if let Some(policy) = find_source::<BaseUrlError>(&err) {
-        return BuddyError::Forbidden(policy.clone());
+    match find_source::<BaseUrlError>(&err) {
+        // A name that does not resolve is a connection failure, not a refusal.
+        Some(unresolvable @ BaseUrlError::Unresolvable(_)) => {
+            return BuddyError::Connect(unresolvable.to_string())
+        }
+        Some(policy) => return BuddyError::Forbidden(policy.clone()),
+        None => {}
     }
     // The URL may carry query parameters, so it stays out of messages.
     let err = err.without_url();

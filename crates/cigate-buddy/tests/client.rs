@@ -644,3 +644,16 @@ mod against_the_simulator {
         handle.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn an_unresolvable_host_is_a_connect_error() {
+    let pool = HttpPool::new(UpstreamPolicy::default()).unwrap();
+    let c = BuddyClient::new(
+        &pool,
+        Url::parse("https://does-not-exist.invalid/api").unwrap(),
+        Secret::new(GOOD),
+    );
+    let e = c.get_json("/workspaces", &[]).await.unwrap_err();
+    assert!(matches!(e, BuddyError::Connect(_)), "{e:?}");
+    assert!(e.is_transient());
+}
