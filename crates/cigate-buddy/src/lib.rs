@@ -7,3 +7,5 @@ pub mod error;
 pub mod mapping;
 pub mod provider;
 pub mod wire;
+
+pub use provider::BuddyProvider;
