@@ -14,6 +14,23 @@ use crate::{
 const ACCOUNT_COLUMNS: &str = "id, environment_id, tenant_id, integration, status, \
      authentication_method, context, last_error, last_forbidden_error, created_at, updated_at";
 
+/// Writes a credential only while its key is the store-wide current key (the
+/// `key_check` row), so once a rotation has switched keys no process can add a row under
+/// the old one: the write affects nothing, the writer re-reads the current key and seals
+/// again.
+const UPSERT_CREDENTIAL: &str = "INSERT INTO account_credentials \
+     (account_id, key_id, nonce, ciphertext, updated_at) SELECT $1, $2, $3, $4, $5 \
+     WHERE EXISTS (SELECT 1 FROM key_check WHERE id = 1 AND key_id = $2) \
+     ON CONFLICT (account_id) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce, \
+     ciphertext = excluded.ciphertext, updated_at = excluded.updated_at";
+
+/// A write is retried this often when the store's key changed under it.
+const WRITE_ATTEMPTS: usize = 3;
+
+fn key_changed() -> StoreError {
+    StoreError::Conflict("the master key changed repeatedly during the write; retry".into())
+}
+
 /// Largest page [`Store::list_accounts`] returns.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -118,42 +135,51 @@ impl Store {
             return Err(StoreError::InvalidInput("integration is required".into()));
         }
         let id = new_id();
-        let sealed = self.seal_credential(&id, &new.credential)?;
         let at = now();
-        let row: AccountRow = on_pool!(self.pool(), p => {
-            let mut tx = p.begin().await?;
-            let row: AccountRow = sqlx::query_as(&format!(
-                "INSERT INTO accounts (id, environment_id, tenant_id, integration, status, \
-                 authentication_method, context, last_error, last_forbidden_error, created_at, \
-                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $9) \
-                 RETURNING {ACCOUNT_COLUMNS}"
-            ))
-            .bind(&id)
-            .bind(&new.environment_id)
-            .bind(&new.tenant_id)
-            .bind(&new.integration)
-            .bind(new.status.as_str())
-            .bind(new.credential.method().as_str())
-            .bind(&context)
-            .bind(&new.last_error)
-            .bind(at)
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO account_credentials (account_id, key_id, nonce, ciphertext, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&id)
-            .bind(&sealed.key_id)
-            .bind(&sealed.nonce)
-            .bind(&sealed.ciphertext)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            row
-        });
-        row.try_into()
+        for _ in 0..WRITE_ATTEMPTS {
+            let sealed = self.seal_credential(&id, &new.credential)?;
+            let row: Option<AccountRow> = on_pool!(self.pool(), p => {
+                let mut tx = p.begin().await?;
+                let row: AccountRow = sqlx::query_as(&format!(
+                    "INSERT INTO accounts (id, environment_id, tenant_id, integration, status, \
+                     authentication_method, context, last_error, last_forbidden_error, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $9) \
+                     RETURNING {ACCOUNT_COLUMNS}"
+                ))
+                .bind(&id)
+                .bind(&new.environment_id)
+                .bind(&new.tenant_id)
+                .bind(&new.integration)
+                .bind(new.status.as_str())
+                .bind(new.credential.method().as_str())
+                .bind(&context)
+                .bind(&new.last_error)
+                .bind(at)
+                .fetch_one(&mut *tx)
+                .await?;
+                let written = sqlx::query(UPSERT_CREDENTIAL)
+                    .bind(&id)
+                    .bind(&sealed.key_id)
+                    .bind(&sealed.nonce)
+                    .bind(&sealed.ciphertext)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if written == 1 {
+                    tx.commit().await?;
+                    Some(row)
+                } else {
+                    tx.rollback().await?;
+                    None
+                }
+            });
+            match row {
+                Some(row) => return row.try_into(),
+                None => self.refresh_store_key().await?,
+            }
+        }
+        Err(key_changed())
     }
 
     pub async fn get_account(
@@ -247,11 +273,6 @@ impl Store {
             return self.get_account(environment_id, id).await;
         }
         let context = patch.context.as_ref().map(check_context).transpose()?;
-        let sealed = patch
-            .credential
-            .as_ref()
-            .map(|c| self.seal_credential(id, c))
-            .transpose()?;
         let at = now();
 
         let mut sql = String::from("UPDATE accounts SET updated_at = $1");
@@ -275,50 +296,72 @@ impl Store {
             arg.next()
         ));
 
-        let row: Option<AccountRow> = on_pool!(self.pool(), p => {
-            let mut tx = p.begin().await?;
-            let mut q = sqlx::query_as(&sql).bind(at);
-            if let Some(t) = &patch.tenant_id {
-                q = q.bind(t.clone());
-            }
-            if let Some(c) = &context {
-                q = q.bind(c);
-            }
-            if let Some(s) = patch.status {
-                q = q.bind(s.as_str());
-            }
-            if let Some(e) = &patch.last_error {
-                q = q.bind(e.clone());
-            }
-            if let Some(e) = &patch.last_forbidden_error {
-                q = q.bind(e.clone());
-            }
-            if let Some(c) = &patch.credential {
-                q = q.bind(c.method().as_str());
-            }
-            let row: Option<AccountRow> =
-                q.bind(environment_id).bind(id).fetch_optional(&mut *tx).await?;
-            if row.is_some() {
-                if let Some(sealed) = &sealed {
-                    sqlx::query(
-                        "INSERT INTO account_credentials (account_id, key_id, nonce, ciphertext, \
-                         updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id) DO UPDATE \
-                         SET key_id = excluded.key_id, nonce = excluded.nonce, \
-                         ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
-                    )
-                    .bind(id)
-                    .bind(&sealed.key_id)
-                    .bind(&sealed.nonce)
-                    .bind(&sealed.ciphertext)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let sealed = patch
+                .credential
+                .as_ref()
+                .map(|c| self.seal_credential(id, c))
+                .transpose()?;
+            // `None`: the account is not there; `Some(None)`: the store key changed.
+            let outcome: Option<Option<AccountRow>> = on_pool!(self.pool(), p => {
+                let mut tx = p.begin().await?;
+                let mut q = sqlx::query_as(&sql).bind(at);
+                if let Some(t) = &patch.tenant_id {
+                    q = q.bind(t.clone());
                 }
-                tx.commit().await?;
+                if let Some(c) = &context {
+                    q = q.bind(c);
+                }
+                if let Some(s) = patch.status {
+                    q = q.bind(s.as_str());
+                }
+                if let Some(e) = &patch.last_error {
+                    q = q.bind(e.clone());
+                }
+                if let Some(e) = &patch.last_forbidden_error {
+                    q = q.bind(e.clone());
+                }
+                if let Some(c) = &patch.credential {
+                    q = q.bind(c.method().as_str());
+                }
+                let row: Option<AccountRow> =
+                    q.bind(environment_id).bind(id).fetch_optional(&mut *tx).await?;
+                match (row, &sealed) {
+                    (None, _) => {
+                        tx.rollback().await?;
+                        None
+                    }
+                    (Some(row), None) => {
+                        tx.commit().await?;
+                        Some(Some(row))
+                    }
+                    (Some(row), Some(sealed)) => {
+                        let written = sqlx::query(UPSERT_CREDENTIAL)
+                            .bind(id)
+                            .bind(&sealed.key_id)
+                            .bind(&sealed.nonce)
+                            .bind(&sealed.ciphertext)
+                            .bind(at)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if written == 1 {
+                            tx.commit().await?;
+                            Some(Some(row))
+                        } else {
+                            tx.rollback().await?;
+                            Some(None)
+                        }
+                    }
+                }
+            });
+            match outcome {
+                None => return Ok(None),
+                Some(Some(row)) => return Account::try_from(row).map(Some),
+                Some(None) => self.refresh_store_key().await?,
             }
-            row
-        });
-        row.map(Account::try_from).transpose()
+        }
+        Err(key_changed())
     }
 
     /// Removes the account with its credential, lease and idempotency records. `false` if

@@ -210,6 +210,53 @@ pub enum KeyConfig {
     Keys(Keyring),
 }
 
+/// File name of the key file kept beside a SQLite database.
+pub const KEY_FILE_NAME: &str = "cigate.key";
+
+impl KeyConfig {
+    /// The usual choice: `CIGATE_MASTER_KEY`'s value if set (and non-empty), else the
+    /// explicit key file, else `cigate.key` beside the SQLite database. PostgreSQL with
+    /// neither is an error: instances sharing a database must share a key, so it has to
+    /// be given explicitly.
+    pub fn resolve(
+        master_key: Option<String>,
+        key_file: Option<PathBuf>,
+        database_url: &str,
+    ) -> Result<KeyConfig, StoreError> {
+        if let Some(value) = master_key.filter(|v| !v.trim().is_empty()) {
+            return Ok(KeyConfig::Env(value));
+        }
+        if let Some(path) = key_file {
+            return Ok(KeyConfig::File(path));
+        }
+        sqlite_key_file(database_url)
+            .map(KeyConfig::File)
+            .ok_or_else(|| {
+                StoreError::Key(
+                    "no master key: set CIGATE_MASTER_KEY (base64 of 32 bytes) or give a key file"
+                        .into(),
+                )
+            })
+    }
+}
+
+/// `cigate.key` in the directory of the SQLite database named by `database_url`; `None`
+/// for PostgreSQL and in-memory SQLite.
+pub fn sqlite_key_file(database_url: &str) -> Option<PathBuf> {
+    use std::str::FromStr;
+    if !database_url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(database_url).ok()?;
+    let file = options.get_filename();
+    let name = file.to_string_lossy();
+    if name.is_empty() || name.starts_with(':') || name.starts_with("file:") {
+        return None;
+    }
+    let dir = file.parent().unwrap_or_else(|| Path::new(""));
+    Some(dir.join(KEY_FILE_NAME))
+}
+
 impl std::fmt::Debug for KeyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -276,6 +323,8 @@ pub(crate) fn open(key: &MasterKey, aad: &[u8], sealed: &Sealed) -> Result<Vec<u
 pub(crate) struct FileStamp {
     modified: Option<SystemTime>,
     len: u64,
+    /// Atomic rewrites rename a new file into place, so the inode always changes.
+    inode: u64,
 }
 
 pub(crate) fn file_stamp(path: &Path) -> Result<Option<FileStamp>, StoreError> {
@@ -283,10 +332,22 @@ pub(crate) fn file_stamp(path: &Path) -> Result<Option<FileStamp>, StoreError> {
         Ok(meta) => Ok(Some(FileStamp {
             modified: meta.modified().ok(),
             len: meta.len(),
+            inode: inode(&meta),
         })),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(StoreError::io(path, err)),
     }
+}
+
+#[cfg(unix)]
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.ino()
+}
+
+#[cfg(not(unix))]
+fn inode(_meta: &std::fs::Metadata) -> u64 {
+    0
 }
 
 /// Reads the key file, `None` if it does not exist.
@@ -427,6 +488,37 @@ mod tests {
         assert!(matches!(Keyring::parse("AAAA"), Err(StoreError::Key(_))));
         assert_eq!(a.id().len(), 8);
         assert!(!format!("{a:?}").contains(a.to_base64().expose()));
+    }
+
+    #[test]
+    fn resolves_key_config() {
+        let url = "sqlite://data/dir/cigate.db";
+        assert_eq!(
+            sqlite_key_file(url),
+            Some(PathBuf::from("data/dir/cigate.key"))
+        );
+        assert_eq!(
+            sqlite_key_file("sqlite://cigate.db"),
+            Some(PathBuf::from("cigate.key"))
+        );
+        assert_eq!(sqlite_key_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_key_file("postgres://h/db"), None);
+        assert!(matches!(
+            KeyConfig::resolve(Some("k".into()), None, "postgres://h/db"),
+            Ok(KeyConfig::Env(_))
+        ));
+        assert!(matches!(
+            KeyConfig::resolve(Some(" ".into()), None, url),
+            Ok(KeyConfig::File(p)) if p == Path::new("data/dir/cigate.key")
+        ));
+        assert!(matches!(
+            KeyConfig::resolve(None, Some("/k".into()), "postgres://h/db"),
+            Ok(KeyConfig::File(p)) if p == Path::new("/k")
+        ));
+        assert!(matches!(
+            KeyConfig::resolve(None, None, "postgres://h/db"),
+            Err(StoreError::Key(_))
+        ));
     }
 
     #[test]

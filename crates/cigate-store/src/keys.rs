@@ -24,6 +24,9 @@ pub(crate) struct Keys {
     source: KeySource,
     ring: RwLock<Keyring>,
     stamp: Mutex<Option<FileStamp>>,
+    /// The key id of the `key_check` row as last seen: the store-wide current key, which
+    /// every process encrypts under (if it holds it) so instances on one database agree.
+    store_key_id: RwLock<Option<String>>,
 }
 
 impl Keys {
@@ -58,6 +61,7 @@ impl Keys {
             source,
             ring: RwLock::new(ring),
             stamp: Mutex::new(stamp),
+            store_key_id: RwLock::new(sentinel_key_id.map(str::to_string)),
         })
     }
 
@@ -112,10 +116,23 @@ impl Keys {
         Ok(())
     }
 
-    /// The key to encrypt with, after picking up a key file rewritten by a rotation.
+    /// The key to encrypt with: the store-wide current key if we hold it (after picking
+    /// up a key file rewritten by a rotation), else our own current key.
     pub(crate) fn current(&self) -> Result<MasterKey, StoreError> {
         self.refresh_if_changed()?;
-        Ok(self.read_ring().current().clone())
+        let store_key_id = self
+            .store_key_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let ring = self.read_ring();
+        Ok(store_key_id
+            .and_then(|id| ring.get(&id).cloned())
+            .unwrap_or_else(|| ring.current().clone()))
+    }
+
+    pub(crate) fn set_store_key_id(&self, key_id: &str) {
+        *self.store_key_id.write().unwrap_or_else(|p| p.into_inner()) = Some(key_id.to_string());
     }
 
     /// The key with this id, reloading the key file once if we do not know it.
@@ -164,6 +181,7 @@ impl Store {
         let keys = &self.inner.keys;
         match read_key_check(self.pool()).await? {
             Some(sealed) => {
+                keys.set_store_key_id(&sealed.key_id);
                 let key = keys.get(&sealed.key_id)?;
                 crypto::open(&key, KEY_CHECK_AAD, &sealed).map_err(|_| {
                     StoreError::Key(format!(
@@ -191,6 +209,7 @@ impl Store {
                 });
                 // Another process may have won the insert with a different key.
                 if let Some(sealed) = read_key_check(self.pool()).await? {
+                    keys.set_store_key_id(&sealed.key_id);
                     let key = keys.get(&sealed.key_id)?;
                     crypto::open(&key, KEY_CHECK_AAD, &sealed)?;
                 }
@@ -293,6 +312,18 @@ impl Store {
             .rows_affected()
         });
 
+        keys.set_store_key_id(current.id());
+        // A PostgreSQL writer whose conditional statement ran just before the switch may
+        // not have committed yet; SHARE mode waits for every such transaction to end.
+        // (SQLite writers are serialized with the switch already.)
+        if let DbPool::Postgres(p) = self.pool() {
+            let mut tx = p.begin().await?;
+            sqlx::query("LOCK TABLE account_credentials IN SHARE MODE")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+
         let mut previous: Vec<String> = Vec::new();
         let mut reencrypted = 0u64;
         for _ in 0..ROTATION_PASSES {
@@ -340,6 +371,16 @@ impl Store {
             reencrypted,
             retired_key_ids: retired,
         })
+    }
+
+    /// Re-reads the store-wide current key after a conditional credential write found it
+    /// changed (another process rotated), loading the key file if the id is new to us.
+    pub(crate) async fn refresh_store_key(&self) -> Result<(), StoreError> {
+        if let Some(sealed) = read_key_check(self.pool()).await? {
+            self.inner.keys.get(&sealed.key_id)?;
+            self.inner.keys.set_store_key_id(&sealed.key_id);
+        }
+        Ok(())
     }
 
     async fn count_not_under(&self, key_id: &str) -> Result<i64, StoreError> {

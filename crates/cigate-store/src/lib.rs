@@ -48,21 +48,29 @@
 //! [`StoreError::Key`], naming key ids only, never returning garbage later.
 //!
 //! # Rotation ([`Store::rotate_keys`]), without downtime
+//! The `key_check` row also names the **store-wide current key**: every process
+//! encrypts under that key when it holds it (its own first key otherwise), and a
+//! credential write only lands while that key is still the store's current one (the
+//! `INSERT … SELECT … WHERE EXISTS (key_check …)` in `accounts.rs`); if a rotation
+//! switched keys meanwhile, the write affects nothing and the writer re-reads the key
+//! and seals again. So instances started with `CIGATE_MASTER_KEY=new,old` keep writing
+//! under `old` until the rotation, and instances not yet redeployed keep working.
 //! 1. With a key file or in-memory keyring: the new key (given, or generated) becomes
 //!    current and the key file is rewritten atomically with the new key first and every
 //!    old key after it. With `Env`, no key is added: the operator first deploys
-//!    `CIGATE_MASTER_KEY=new,old` and then rotates, which moves rows onto `new`.
-//! 2. `key_check` is resealed under the current key.
+//!    `CIGATE_MASTER_KEY=new,old` everywhere, then rotates, which moves rows onto `new`.
+//! 2. `key_check` is resealed under the new key (the switch). On PostgreSQL the rotation
+//!    then briefly takes `SHARE` on `account_credentials`, which waits out any writer
+//!    that checked the old key just before the switch.
 //! 3. Every credential row under another key is re-encrypted, in batches of 100, each row
 //!    by its own compare-and-swap `UPDATE` (no long transaction; a row changed meanwhile
 //!    is picked up by the next pass). Passes repeat until no row is left under an old key.
 //! 4. The key file is rewritten with the current key only (old keys retired); with `Env`
 //!    the report lists the key ids that can now be dropped from the variable.
 //!
-//! Other processes sharing the store keep working throughout: a process that meets a
-//! key id it does not know reloads the key file once before failing, and before every
-//! encryption a process checks whether the key file changed (modification time and size)
-//! and reloads it, so it encrypts under the newest key. Keys a process has loaded stay
+//! A process that meets a key id it does not know reloads the key file once before
+//! failing, and before every encryption a process checks whether the key file changed
+//! (inode, modification time, size) and reloads it. Keys a process has loaded stay
 //! readable in that process until it restarts.
 //!
 //! # Other tables
@@ -85,7 +93,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 
 pub use cigate_core::Secret;
-pub use crypto::{KeyConfig, Keyring, MasterKey};
+pub use crypto::{sqlite_key_file, KeyConfig, Keyring, MasterKey, KEY_FILE_NAME};
 pub use db::Backend;
 pub use error::StoreError;
 pub use idempotency::{Begin, IdempotencyKey, StoredResponse};

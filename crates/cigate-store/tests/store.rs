@@ -522,6 +522,23 @@ both_backends!(key_rotation_with_env_keys, |ctx| {
     let new = MasterKey::generate();
     let value = format!("{},{}", new.to_base64().expose(), old.to_base64().expose());
     let store = ctx.connect(KeyConfig::Env(value)).await.unwrap();
+    // Until the rotation, writes stay under the store's current key, so instances not
+    // yet redeployed (old key only) keep reading everything.
+    let during = store
+        .create_account(new_account(&env, "t", "pat-during"))
+        .await
+        .unwrap();
+    let raw = ctx.raw().await;
+    assert_eq!(raw.cred_row(&during.id).await.0, old.id());
+    let not_redeployed = ctx
+        .connect(KeyConfig::Env(old.to_base64().expose().to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        not_redeployed.credential(&env, &during.id).await.unwrap(),
+        Some(api_key("pat-during"))
+    );
+    not_redeployed.close().await;
     assert!(matches!(
         store.rotate_keys(Some(MasterKey::generate())).await,
         Err(StoreError::Key(_))
@@ -529,8 +546,10 @@ both_backends!(key_rotation_with_env_keys, |ctx| {
     let report = store.rotate_keys(None).await.unwrap();
     assert_eq!(report.current_key_id, new.id());
     assert_eq!(report.previous_key_ids, vec![old.id().to_string()]);
-    assert_eq!(report.reencrypted, 1);
+    assert_eq!(report.reencrypted, 2);
     assert!(report.retired_key_ids.is_empty());
+    assert_eq!(raw.cred_row(&during.id).await.0, new.id());
+    raw.close().await;
     store.close().await;
 
     // Now the new key alone suffices and the old one alone is refused.
@@ -755,3 +774,69 @@ async fn invalid_urls_are_refused() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+both_backends!(rotation_while_another_process_writes, |ctx| {
+    let store = ctx.store().await;
+    let env = default_env(&store).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let acct = store
+            .create_account(new_account(&env, "t", &format!("pat-{i}")))
+            .await
+            .unwrap();
+        ids.push(acct.id);
+    }
+    // Another process sharing the database and key file keeps writing credentials and
+    // creating accounts while the rotation runs.
+    let other = ctx.connect(KeyConfig::File(ctx.key_file())).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (other, env, ids, stop) = (other.clone(), env.clone(), ids.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 20 {
+                let id = &ids[n % ids.len()];
+                let patch = AccountPatch {
+                    credential: Some(api_key(&format!("rewritten-{n}"))),
+                    ..Default::default()
+                };
+                other
+                    .update_account(&env, id, patch)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                other
+                    .create_account(new_account(&env, "w", &format!("new-{n}")))
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = store.rotate_keys(None).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    assert!(writes >= 20);
+
+    let raw = ctx.raw().await;
+    let key_ids = raw
+        .strings("SELECT DISTINCT key_id FROM account_credentials")
+        .await;
+    assert_eq!(key_ids, vec![report.current_key_id.clone()]);
+    raw.close().await;
+    // A process started afresh (new key file only) reads every credential.
+    let fresh = ctx.connect(KeyConfig::File(ctx.key_file())).await.unwrap();
+    let all = fresh
+        .list_accounts(&env, &AccountFilter::default(), None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 40 + writes);
+    for acct in all {
+        assert!(fresh.credential(&env, &acct.id).await.unwrap().is_some());
+    }
+    for s in [store, other, fresh] {
+        s.close().await;
+    }
+});
