@@ -13,7 +13,10 @@
 //!   first page, one call per pipeline to learn every head;
 //! * the page a source stopped in the middle of is fetched again on the next unified page.
 //!   That is the one refetch we accept: carrying the unreturned items in the cursor instead
-//!   would make cursors grow with `limit × sources`.
+//!   would make cursors grow with `limit × sources`. The price shows when pipelines
+//!   interleave and `limit` is small: each contributing pipeline costs a call per page
+//!   (9 interleaved pipelines at `limit=7`: about one call per job; at the default
+//!   `limit=100`: about one call per pipeline per page, ≤ 50 jobs each).
 //!
 //! Exhausted sources are dropped from the position. Project names are stored once and
 //! referenced by index, keeping cursors small (≈35 bytes per live pipeline).
@@ -31,6 +34,11 @@ use super::{
 };
 use crate::mapping::{self, JobContext};
 use crate::wire;
+
+/// Upstream calls one unified page may spend beyond learning every source's head. Past
+/// it the page is returned short, with a cursor to go on, so a filter that matches almost
+/// nothing in a long history cannot hold a request (and the account's rate budget) hostage.
+pub const MAX_LOADS_PER_PAGE: usize = 500;
 
 /// Sort key of an execution: start time (unknown = newest, e.g. not yet started), then
 /// execution id. Larger = newer.
@@ -287,6 +295,7 @@ pub(crate) async fn page(
 
     let mut out: Vec<Record> = Vec::new();
     let mut older_than_window = false;
+    let mut loads = 0usize;
     while out.len() < limit as usize {
         // Learn every unknown head first (concurrently): the newest item can only be
         // chosen once all candidates are known.
@@ -294,6 +303,10 @@ pub(crate) async fn page(
             .filter(|&i| !sources[i].exhausted && sources[i].key().is_none())
             .collect();
         if !unknown.is_empty() {
+            if loads >= MAX_LOADS_PER_PAGE {
+                break;
+            }
+            loads += unknown.len();
             let loaded: Vec<(usize, Buffer)> = stream::iter(unknown)
                 .map(|i| {
                     let s = &sources[i];
@@ -325,6 +338,10 @@ pub(crate) async fn page(
         };
         let source = &mut sources[i];
         if source.buffer.is_none() {
+            if loads >= MAX_LOADS_PER_PAGE {
+                break;
+            }
+            loads += 1;
             // Its remembered head is the newest: fetch its page (again, if it was cut
             // in the middle last time).
             let buffer = load(
