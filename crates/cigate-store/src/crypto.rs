@@ -66,6 +66,10 @@ impl MasterKey {
         &self.id
     }
 
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new((&self.bytes).into())
     }

@@ -383,6 +383,21 @@ impl Store {
         Ok(())
     }
 
+    /// A 32-byte key for `purpose` (e.g. `"cursor"`), the same in every process sharing
+    /// this database: HMAC-SHA256 of the store-wide current master key over
+    /// `cigate:signing-key:<purpose>`. It changes when the master key is rotated, so values
+    /// signed with it (pagination cursors) should be short-lived.
+    pub async fn signing_key(&self, purpose: &str) -> Result<Vec<u8>, StoreError> {
+        use hmac::{Hmac, Mac};
+        self.refresh_store_key().await?;
+        let key = self.inner.keys.current()?;
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.bytes())
+            .map_err(|_| StoreError::Crypto("could not derive a signing key".into()))?;
+        mac.update(b"cigate:signing-key:");
+        mac.update(purpose.as_bytes());
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
     async fn count_not_under(&self, key_id: &str) -> Result<i64, StoreError> {
         Ok(on_pool!(self.pool(), p => {
             sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM account_credentials WHERE key_id <> $1")

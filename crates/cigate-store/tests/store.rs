@@ -840,3 +840,18 @@ both_backends!(rotation_while_another_process_writes, |ctx| {
         s.close().await;
     }
 });
+
+both_backends!(signing_keys_are_shared_and_follow_rotation, |ctx| {
+    let store = ctx.store().await;
+    let a = store.signing_key("cursor").await.unwrap();
+    assert_eq!(a.len(), 32);
+    assert_ne!(a, store.signing_key("webhook").await.unwrap());
+    let other = ctx.connect(KeyConfig::File(ctx.key_file())).await.unwrap();
+    assert_eq!(other.signing_key("cursor").await.unwrap(), a);
+    store.rotate_keys(None).await.unwrap();
+    let b = store.signing_key("cursor").await.unwrap();
+    assert_ne!(a, b);
+    assert_eq!(other.signing_key("cursor").await.unwrap(), b);
+    store.close().await;
+    other.close().await;
+});
