@@ -1,1 +1,94 @@
-//! cigate-server
+//! The cigate HTTP API: routing, auth, the unified API and its operations endpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cigate_buddy::client::HttpPool;
+use cigate_core::cursor::CursorCodec;
+use cigate_store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub mod auth;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod store;
+pub mod upstream;
+
+pub use config::ServerConfig;
+pub use state::AppState;
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] cigate_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+/// A running server: its address and the task serving it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    task: JoinHandle<Result<(), std::io::Error>>,
+}
+
+impl RunningServer {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves until the task ends (it does not end on its own).
+    pub async fn wait(self) -> Result<(), std::io::Error> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join.to_string())),
+        }
+    }
+
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+/// Builds the shared state from an opened, migrated store.
+pub async fn build_state(config: ServerConfig, store: Store) -> Result<AppState, StartError> {
+    let http = HttpPool::new(cigate_buddy::base_url::UpstreamPolicy {
+        allow_private: config.allow_private_upstreams,
+    })
+    .map_err(|err| StartError::Http(err.to_string()))?;
+    let cursor_key = store.signing_key("cursor").await?;
+    Ok(AppState {
+        store,
+        http,
+        cursors: Arc::new(CursorCodec::new(&cursor_key)),
+        config: Arc::new(config),
+    })
+}
+
+/// Binds and serves in the background; returns once the port is bound.
+pub async fn start(state: AppState) -> Result<RunningServer, StartError> {
+    let addr = state.config.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let app = routes::router(state.clone());
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(RunningServer { addr, state, task })
+}

@@ -1,1 +1,157 @@
-fn main() {}
+//! The `cigate` binary: the production server, the demo, the Buddy simulator and the
+//! operator commands.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+mod demo;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cigate",
+    version,
+    about = "A self-hosted unified CI/CD API (Buddy first)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API server (production).
+    Serve(cigate_server::ServerConfig),
+    /// Start the Buddy simulator and a gateway linked to it, and print working calls.
+    Demo(demo::DemoArgs),
+    /// Run the Buddy simulator alone.
+    Sim(cigate_buddy_sim::SimConfig),
+    /// Apply database migrations and exit.
+    Migrate(StoreArgs),
+    /// Manage API tokens.
+    ApiToken {
+        #[command(subcommand)]
+        command: ApiTokenCommand,
+    },
+    /// Manage the credential encryption keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// The part of the server configuration that commands working on the store need.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    #[arg(
+        long,
+        env = "CIGATE_DATABASE_URL",
+        default_value = "sqlite://cigate.db"
+    )]
+    database_url: String,
+    #[arg(long, env = "CIGATE_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
+    #[arg(long, env = "CIGATE_KEY_FILE")]
+    key_file: Option<std::path::PathBuf>,
+}
+
+impl StoreArgs {
+    fn server_config(&self) -> cigate_server::ServerConfig {
+        let mut config = cigate_server::ServerConfig::for_database(&self.database_url);
+        config.master_key = self.master_key.clone();
+        config.key_file = self.key_file.clone();
+        config
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiTokenCommand {
+    /// Create a token and print it, and nothing else, on stdout.
+    Create {
+        /// The environment; created if it does not exist yet.
+        #[arg(long, default_value = "default")]
+        environment: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every credential under a new master key while servers keep running.
+    Rotate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CIGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr so stdout stays clean for values scripts capture.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve(config) => {
+            let store = cigate_server::store::open(&config).await?;
+            let state = cigate_server::build_state(config, store).await?;
+            let server = cigate_server::start(state).await?;
+            tracing::info!(addr = %server.addr, "cigate listening");
+            tokio::select! {
+                result = server.wait() => result.context("server stopped")?,
+                _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+            }
+        }
+        Command::Demo(args) => demo::run(args).await?,
+        Command::Sim(config) => run_sim(config).await?,
+        Command::Migrate(args) => {
+            cigate_server::store::open(&args.server_config()).await?;
+            eprintln!("migrations applied to {}", args.database_url);
+        }
+        Command::ApiToken {
+            command: ApiTokenCommand::Create { environment, store },
+        } => {
+            let store = cigate_server::store::open(&store.server_config()).await?;
+            let env = store.ensure_environment(&environment).await?;
+            let (_, token) = store.create_api_token(&env.id, Some("cli")).await?;
+            println!("{}", token.expose());
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { store },
+        } => {
+            let store = cigate_server::store::open(&store.server_config()).await?;
+            let report = store.rotate_keys(None).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
+}
+
+async fn run_sim(config: cigate_buddy_sim::SimConfig) -> anyhow::Result<()> {
+    let handle = cigate_buddy_sim::start(config.clone()).await?;
+    let sim = handle.sim();
+    let token = match config.tokens.first() {
+        Some(token) => token.clone(),
+        None => sim.issue_token(cigate_buddy_sim::TokenSpec::all_scopes()),
+    };
+    let base = handle.base_url();
+    println!("Buddy simulator listening on {base}");
+    println!("token with every scope: {token}");
+    println!();
+    println!("  curl -H 'Authorization: Bearer {token}' {base}/workspaces");
+    if let Some(ws) = sim.workspace_domains().first() {
+        println!("  curl -H 'Authorization: Bearer {token}' {base}/workspaces/{ws}/projects");
+    }
+    println!();
+    println!("Ctrl-C to stop.");
+    tokio::signal::ctrl_c().await?;
+    handle.shutdown().await;
+    Ok(())
+}

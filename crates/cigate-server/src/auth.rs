@@ -1,0 +1,46 @@
+//! Bearer API tokens: each maps to exactly one environment, and every handler scopes
+//! its queries by that environment.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Who is calling, put into request extensions by [`require_token`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub environment_id: String,
+    pub token_id: String,
+}
+
+pub async fn require_token(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or(ApiError::Unauthorized)?;
+    let api_token = state
+        .store
+        .authenticate(token)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    request.extensions_mut().insert(Caller {
+        environment_id: api_token.environment_id,
+        token_id: api_token.id,
+    });
+    Ok(next.run(request).await)
+}

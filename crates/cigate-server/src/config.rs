@@ -1,0 +1,69 @@
+//! The server's whole configuration: one struct, filled from CLI flags or `CIGATE_*`
+//! environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[arg(long, env = "CIGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// `sqlite://path/to/cigate.db` (created on first run) or `postgres://…`.
+    #[arg(
+        long,
+        env = "CIGATE_DATABASE_URL",
+        default_value = "sqlite://cigate.db"
+    )]
+    pub database_url: String,
+
+    /// PostgreSQL schema to use (created if missing), so several deployments or test
+    /// runs can share one database.
+    #[arg(long, env = "CIGATE_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
+
+    /// Master key for credential encryption: base64 of 32 bytes. Without it, a key file
+    /// beside the SQLite database is used (created on first run, mode 0600).
+    #[arg(long, env = "CIGATE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// Key file to use instead of the default one beside the SQLite database.
+    #[arg(long, env = "CIGATE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// The URL under which callers and Buddy reach this server (link URLs, webhooks).
+    #[arg(long, env = "CIGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Permit `http` and loopback/private upstream addresses (the simulator, tests,
+    /// self-hosted Buddy on a private network). Off by default: an end user's
+    /// self-hosted URL must not reach the operator's internal network.
+    #[arg(long, env = "CIGATE_ALLOW_PRIVATE_UPSTREAMS", default_value_t = false)]
+    pub allow_private_upstreams: bool,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "CIGATE_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+
+    /// Default deadline of a call to Buddy, in milliseconds (`truto_timeout_ms` overrides).
+    #[arg(long, env = "CIGATE_UPSTREAM_TIMEOUT_MS", default_value_t = 30_000)]
+    pub upstream_timeout_ms: u64,
+}
+
+impl ServerConfig {
+    /// A configuration for embedding (tests, `cigate demo`): port 0, the given store.
+    pub fn for_database(database_url: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.into(),
+            database_schema: None,
+            master_key: None,
+            key_file: None,
+            public_url: None,
+            allow_private_upstreams: false,
+            body_limit: 1024 * 1024,
+            upstream_timeout_ms: 30_000,
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Every error the HTTP API can answer, rendered in one place as RFC 9457 problem+json
+//! carrying Truto's members (`statusCode`, `error`, `message`) beside RFC 9457's.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cigate_core::ProviderError;
+use cigate_store::StoreError;
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid API token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    BadRequest { kind: &'static str, message: String },
+    #[error("{message}")]
+    MissingParameter {
+        message: String,
+        missing: Vec<String>,
+    },
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("{0}")]
+    Validation(String),
+    #[error("request body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("the next_cursor is invalid: {0}")]
+    InvalidCursor(String),
+    /// Buddy answered with an error; its status and body are kept for the caller.
+    #[error("{message}")]
+    Remote {
+        status: u16,
+        message: String,
+        body: Value,
+    },
+    /// Buddy refused the credential being linked: nothing was stored.
+    #[error("Buddy refused the credential: {message}")]
+    CredentialRejected {
+        upstream_status: u16,
+        message: String,
+        body: Value,
+    },
+    #[error("Buddy did not answer in time")]
+    UpstreamTimeout,
+    #[error("Buddy could not be reached: {0}")]
+    UpstreamUnreachable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(kind: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn missing(params: Vec<String>, what: &str) -> Self {
+        let list = params
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self::MissingParameter {
+            message: format!("query parameter {list} is required for {what}"),
+            missing: params,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest { .. }
+            | Self::MissingParameter { .. }
+            | Self::InvalidBody(_)
+            | Self::InvalidCursor(_) => StatusCode::BAD_REQUEST,
+            Self::Validation(_) | Self::CredentialRejected { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Remote { status, .. } => remote_status(*status),
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable problem `type`: clients switch on it, so it never changes meaning.
+    fn problem_type(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "/problems/unauthorized",
+            Self::NotFound(_) => "/problems/not-found",
+            Self::BadRequest { kind, .. } => kind,
+            Self::MissingParameter { .. } => "/problems/missing-parameter",
+            Self::InvalidBody(_) => "/problems/invalid-body",
+            Self::Validation(_) => "/problems/validation-failed",
+            Self::PayloadTooLarge => "/problems/payload-too-large",
+            Self::InvalidCursor(_) => "/problems/invalid-cursor",
+            Self::Remote { .. } => "/problems/remote-error",
+            Self::CredentialRejected { .. } => "/problems/credential-rejected",
+            Self::UpstreamTimeout => "/problems/upstream-timeout",
+            Self::UpstreamUnreachable(_) => "/problems/upstream-unreachable",
+            Self::Internal(_) => "/problems/internal",
+        }
+    }
+}
+
+/// Buddy's 4xx pass through (401 marks the account, 403 is recorded); 5xx after our
+/// retries become 502 so callers can tell "Buddy failed" from "cigate failed".
+fn remote_status(status: u16) -> StatusCode {
+    match status {
+        400..=499 => StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let Self::Internal(detail) = &self {
+            tracing::error!(detail = %detail, "internal error");
+        }
+        let message = self.to_string();
+        let reason = status.canonical_reason().unwrap_or("Error");
+        let mut body = json!({
+            "statusCode": status.as_u16(),
+            "error": reason,
+            "message": message,
+            "type": self.problem_type(),
+            "title": reason,
+            "status": status.as_u16(),
+            "detail": message,
+        });
+        match self {
+            Self::MissingParameter { missing, .. } => {
+                body["details"] = json!({ "missing_required_query_parameters": missing });
+            }
+            Self::Remote {
+                status: upstream,
+                body: raw,
+                ..
+            }
+            | Self::CredentialRejected {
+                upstream_status: upstream,
+                body: raw,
+                ..
+            } => {
+                body["truto_is_remote_error"] = Value::Bool(true);
+                body["remote_status"] = json!(upstream);
+                body["raw_response"] = raw;
+            }
+            _ => {}
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNPROCESSABLE_ENTITY => Self::Validation(rejection.body_text()),
+            _ => Self::InvalidBody(rejection.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request("/problems/invalid-parameter", rejection.body_text())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        Self::Internal(err.to_string())
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(err: ProviderError) -> Self {
+        match err {
+            ProviderError::MissingParameter(params) => Self::missing(params, "this resource"),
+            ProviderError::InvalidParameter { name, message } => Self::bad_request(
+                "/problems/invalid-parameter",
+                format!("query parameter `{name}`: {message}"),
+            ),
+            ProviderError::NotFound(what) => Self::NotFound(what),
+            ProviderError::Upstream {
+                status,
+                message,
+                body,
+                ..
+            } => Self::Remote {
+                status,
+                message,
+                body,
+            },
+            ProviderError::Timeout => Self::UpstreamTimeout,
+            ProviderError::Transport(msg) => Self::UpstreamUnreachable(msg),
+            ProviderError::InvalidPosition => {
+                Self::InvalidCursor("it does not match this resource".into())
+            }
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,159 @@
+//! Extractors whose rejections are problem+json instead of axum's plain text.
+
+use axum::extract::FromRequest;
+
+use crate::error::ApiError;
+
+/// `axum::Json` with malformed JSON → 400, wrong types → 422, oversized → 413, all
+/// rendered by [`ApiError`].
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// A JSON body that may be absent: an empty body is `None`, anything else must parse.
+pub fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|err| match err.classify() {
+            serde_json::error::Category::Data => ApiError::Validation(err.to_string()),
+            _ => ApiError::InvalidBody(err.to_string()),
+        })
+}
+
+/// The raw query string as ordered pairs. Truto's conventions use bracketed keys
+/// (`remote_query[key]`, `created_at[gte]`, `truto_exclude_fields[]`) that a typed
+/// struct cannot express, so handlers read pairs and validate them explicitly.
+#[derive(Debug, Default)]
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .map(QueryPairs)
+            .map_err(|err| {
+                ApiError::bad_request(
+                    "/problems/invalid-parameter",
+                    format!("malformed query string: {err}"),
+                )
+            })
+    }
+}
+
+impl QueryPairs {
+    /// The last value of `name`; an empty value counts as absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, value)| key == name && !value.is_empty())
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.get(name) {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(
+                "/problems/invalid-parameter",
+                format!("query parameter `{name}` must be true or false, not `{other}`"),
+            )),
+        }
+    }
+
+    /// Every value of a list parameter given as `name[]=a&name[]=b`, `name=a,b` or both.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        let bracketed = format!("{name}[]");
+        self.0
+            .iter()
+            .filter(|(key, _)| key == name || *key == bracketed)
+            .flat_map(|(_, value)| value.split(','))
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `prefix[key]=value` pairs, e.g. `remote_query[status]=ACTIVE` → (`status`, `ACTIVE`).
+    pub fn bracketed(&self, prefix: &str) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .filter_map(|(key, value)| {
+                let inner = key
+                    .strip_prefix(prefix)?
+                    .strip_prefix('[')?
+                    .strip_suffix(']')?;
+                (!inner.is_empty()).then(|| (inner.to_owned(), value.clone()))
+            })
+            .collect()
+    }
+
+    /// A bounded integer parameter with a default.
+    pub fn int_in(&self, name: &str, default: u32, min: u32, max: u32) -> Result<u32, ApiError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(default);
+        };
+        match raw.parse::<u32>() {
+            Ok(value) if (min..=max).contains(&value) => Ok(value),
+            _ => Err(ApiError::bad_request(
+                "/problems/invalid-parameter",
+                format!("query parameter `{name}` must be a whole number from {min} to {max}, not `{raw}`"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(q: &str) -> QueryPairs {
+        QueryPairs(serde_urlencoded::from_str(q).unwrap())
+    }
+
+    #[test]
+    fn lists_accept_brackets_and_commas() {
+        let q = pairs("truto_exclude_fields[]=a&truto_exclude_fields=b,c&other=x");
+        assert_eq!(q.list("truto_exclude_fields"), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn bracketed_pairs() {
+        let q =
+            pairs("remote_query%5Bstatus%5D=ACTIVE&remote_query[sort_by]=name&remote_query[]=x");
+        assert_eq!(
+            q.bracketed("remote_query"),
+            vec![
+                ("status".to_owned(), "ACTIVE".to_owned()),
+                ("sort_by".to_owned(), "name".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn ints_are_bounded() {
+        let q = pairs("limit=0");
+        assert!(q.int_in("limit", 100, 1, 1000).is_err());
+        let q = pairs("limit=1001");
+        assert!(q.int_in("limit", 100, 1, 1000).is_err());
+        let q = pairs("limit=abc");
+        assert!(q.int_in("limit", 100, 1, 1000).is_err());
+        assert_eq!(pairs("limit=37").int_in("limit", 100, 1, 1000).unwrap(), 37);
+        assert_eq!(pairs("").int_in("limit", 100, 1, 1000).unwrap(), 100);
+    }
+
+    #[test]
+    fn flags_reject_garbage() {
+        assert!(pairs("x=maybe").flag("x").is_err());
+        assert!(pairs("x=true").flag("x").unwrap());
+        assert!(!pairs("").flag("x").unwrap());
+    }
+}

@@ -1,0 +1,31 @@
+//! The HTTP surface: public operational routes and everything behind an API token.
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::get;
+use axum::Router;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::require_token;
+use crate::state::AppState;
+
+pub mod accounts;
+pub mod admin;
+pub mod unified;
+
+pub fn router(state: AppState) -> Router {
+    let authed = Router::new()
+        .merge(admin::routes())
+        .merge(accounts::routes())
+        .merge(unified::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .merge(crate::openapi::routes())
+        .merge(authed)
+        .fallback(admin::not_found)
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,223 @@
+//! `/unified/ci-cd/<resource>`: normalised reads through the account's provider.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use cigate_core::cursor::CursorBinding;
+use cigate_core::{JobFilters, ListQuery, RateLimit, RenderOptions, Resource};
+
+use crate::auth::Caller;
+use crate::envelope::ListEnvelope;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::QueryPairs;
+use crate::routes::accounts;
+use crate::state::AppState;
+use crate::upstream;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/unified/ci-cd/{resource}", get(list))
+        .route("/unified/ci-cd/{resource}/{id}", get(fetch))
+}
+
+/// How records leave the API, from `truto_response_format`, `truto_ignore_remote_data`
+/// and `truto_exclude_fields`.
+fn render_options(query: &QueryPairs) -> ApiResult<RenderOptions> {
+    let raw = match query.get("truto_response_format") {
+        None | Some("unified") | Some("normalized") => false,
+        Some("raw") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "/problems/invalid-parameter",
+                format!("`truto_response_format` must be `raw` or `unified`, not `{other}`"),
+            ))
+        }
+    };
+    Ok(RenderOptions {
+        raw,
+        ignore_remote_data: query.flag("truto_ignore_remote_data")?,
+        exclude_fields: query.list("truto_exclude_fields"),
+    })
+}
+
+fn resource(name: &str) -> ApiResult<Resource> {
+    Resource::from_path(name).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "unknown resource `{name}`; known: workspaces, repos, branches, pull-requests, workflows, jobs"
+        ))
+    })
+}
+
+fn timestamp(query: &QueryPairs, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
+    query
+        .get(name)
+        .map(|raw| {
+            DateTime::parse_from_rfc3339(raw)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "/problems/invalid-parameter",
+                        format!("`{name}` must be an RFC 3339 timestamp, not `{raw}`"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// The scoping parameters and filters; `repo` and `project` are aliases.
+fn list_query(query: &QueryPairs, account_context: &Value) -> ApiResult<ListQuery> {
+    let repo = query.get("repo");
+    let project = query.get("project");
+    if let (Some(r), Some(p)) = (repo, project) {
+        if r != p {
+            return Err(ApiError::bad_request(
+                "/problems/invalid-parameter",
+                "`repo` and `project` name the same thing; they disagree",
+            ));
+        }
+    }
+    let workspace = query.get("workspace").map(str::to_owned).or_else(|| {
+        account_context
+            .get("workspace")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    Ok(ListQuery {
+        workspace,
+        repo: repo.or(project).map(str::to_owned),
+        workflow: query.get("workflow").map(str::to_owned),
+        limit: query.int_in("limit", 100, 1, 1000)?,
+        filters: JobFilters {
+            status: query.get("status").map(str::to_owned),
+            conclusion: query.get("conclusion").map(str::to_owned),
+            branch: query.get("branch").map(str::to_owned),
+            created_after: timestamp(query, "created_at[gte]")?,
+            created_before: timestamp(query, "created_at[lte]")?,
+        },
+        remote_query: query.bracketed("remote_query"),
+    })
+}
+
+fn account_id(query: &QueryPairs) -> ApiResult<&str> {
+    query
+        .get("integrated_account_id")
+        .ok_or_else(|| ApiError::missing(vec!["integrated_account_id".into()], "the unified API"))
+}
+
+/// A cursor is bound to everything that shapes the page, so it cannot be replayed
+/// against other filters, another account or another environment.
+fn binding(caller: &Caller, account_id: &str, resource: Resource, q: &ListQuery) -> CursorBinding {
+    CursorBinding {
+        environment_id: caller.environment_id.clone(),
+        account_id: account_id.to_owned(),
+        resource: resource.as_str().to_owned(),
+        filters: q.canonical(),
+    }
+}
+
+/// `ratelimit-*` headers (IETF draft names) mapped from Buddy's `X-Rate-Limit-*`.
+fn rate_limit_headers(rate: Option<&RateLimit>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let Some(rate) = rate else { return headers };
+    let now = Utc::now().timestamp();
+    let pairs = [
+        ("ratelimit-limit", rate.limit.map(|v| v.to_string())),
+        ("ratelimit-remaining", rate.remaining.map(|v| v.to_string())),
+        (
+            "ratelimit-reset",
+            rate.reset.map(|reset| (reset - now).max(0).to_string()),
+        ),
+    ];
+    for (name, value) in pairs {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    headers
+}
+
+#[utoipa::path(get, path = "/unified/ci-cd/{resource}", tag = "unified ci-cd", security(("api_token" = [])),
+    params(
+        ("resource" = String, Path, description = "workspaces, repos, branches, pull-requests, workflow (or workflows), jobs"),
+        ("integrated_account_id" = String, Query),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("repo" = Option<String>, Query, description = "Buddy project name (alias `project`)"),
+        ("workflow" = Option<String>, Query, description = "pipeline id; jobs without it merge every pipeline"),
+        ("limit" = Option<u32>, Query, description = "1–1000, default 100"),
+        ("next_cursor" = Option<String>, Query),
+        ("status" = Option<String>, Query), ("conclusion" = Option<String>, Query), ("branch" = Option<String>, Query),
+        ("created_at[gte]" = Option<String>, Query), ("created_at[lte]" = Option<String>, Query),
+        ("truto_ignore_remote_data" = Option<bool>, Query), ("truto_exclude_fields" = Option<String>, Query),
+        ("truto_response_format" = Option<String>, Query, description = "`raw` returns Buddy's objects"),
+    ),
+    responses((status = 200, description = "list envelope"), (status = 400, description = "missing parameter or bad cursor"), (status = 404, description = "unknown resource or account")))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(resource_name): Path<String>,
+    query: QueryPairs,
+) -> ApiResult<(HeaderMap, Json<ListEnvelope<Value>>)> {
+    let resource = resource(&resource_name)?;
+    let account_id = account_id(&query)?;
+    let render = render_options(&query)?;
+    let account = accounts::load(&state, &caller, account_id).await?;
+    let list_query = list_query(&query, &account.context)?;
+    let binding = binding(&caller, account_id, resource, &list_query);
+    let position = query
+        .get("next_cursor")
+        .map(|cursor| {
+            state
+                .cursors
+                .decode(&binding, cursor)
+                .map_err(|err| ApiError::InvalidCursor(err.to_string()))
+        })
+        .transpose()?;
+    let provider = upstream::provider_for(&state, &caller, &account).await?;
+    let page = match provider.list(resource, &list_query, position).await {
+        Ok(page) => page,
+        Err(err) => return Err(upstream::note_failure(&state, &caller, &account, err).await),
+    };
+    let next_cursor = page
+        .next
+        .as_ref()
+        .map(|next| state.cursors.encode(&binding, next));
+    let items = page.items.into_iter().map(|r| r.render(&render)).collect();
+    Ok((
+        rate_limit_headers(page.rate_limit.as_ref()),
+        Json(ListEnvelope::new(items, next_cursor)),
+    ))
+}
+
+#[utoipa::path(get, path = "/unified/ci-cd/{resource}/{id}", tag = "unified ci-cd", security(("api_token" = [])),
+    params(
+        ("resource" = String, Path), ("id" = String, Path),
+        ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
+        ("repo" = Option<String>, Query), ("workflow" = Option<String>, Query),
+        ("truto_ignore_remote_data" = Option<bool>, Query), ("truto_exclude_fields" = Option<String>, Query),
+        ("truto_response_format" = Option<String>, Query),
+    ),
+    responses((status = 200, description = "the bare object"), (status = 404, description = "no such object")))]
+pub async fn fetch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((resource_name, id)): Path<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult<(HeaderMap, Json<Value>)> {
+    let resource = resource(&resource_name)?;
+    let account_id = account_id(&query)?;
+    let render = render_options(&query)?;
+    let account = accounts::load(&state, &caller, account_id).await?;
+    let list_query = list_query(&query, &account.context)?;
+    let provider = upstream::provider_for(&state, &caller, &account).await?;
+    match provider.get(resource, &id, &list_query).await {
+        Ok(found) => Ok((
+            rate_limit_headers(found.rate_limit.as_ref()),
+            Json(found.record.render(&render)),
+        )),
+        Err(err) => Err(upstream::note_failure(&state, &caller, &account, err).await),
+    }
+}

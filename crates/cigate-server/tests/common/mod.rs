@@ -1,0 +1,157 @@
+//! A gateway on a fresh store (SQLite file, or its own PostgreSQL schema) in front of a
+//! fresh Buddy simulator, both on ephemeral ports.
+#![allow(dead_code)]
+
+use cigate_buddy_sim::{SimConfig, SimHandle, TokenSpec};
+use cigate_server::{RunningServer, ServerConfig};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Harness {
+    pub sim: SimHandle,
+    pub server: RunningServer,
+    pub api_token: String,
+    pub buddy_token: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    pub config: ServerConfig,
+}
+
+pub fn postgres_url() -> Option<String> {
+    std::env::var("CIGATE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+pub fn random_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+impl Harness {
+    /// `None` (after saying so) when the backend is not available here.
+    pub async fn start(backend: Backend) -> Option<Harness> {
+        Self::start_with(backend, SimConfig::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, sim_config: SimConfig) -> Option<Harness> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = match backend {
+            Backend::Sqlite => ServerConfig::for_database(format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("cigate.db").display()
+            )),
+            Backend::Postgres => {
+                let Some(url) = postgres_url() else {
+                    eprintln!("skipping PostgreSQL run: CIGATE_TEST_POSTGRES_URL is not set");
+                    return None;
+                };
+                let mut config = ServerConfig::for_database(url);
+                config.database_schema = Some(format!("cigate_test_{}", random_suffix()));
+                config.key_file = Some(dir.path().join("cigate.key"));
+                config
+            }
+        };
+        config.allow_private_upstreams = true;
+        let sim = cigate_buddy_sim::start(sim_config)
+            .await
+            .expect("simulator starts");
+        let buddy_token = sim.sim().issue_token(TokenSpec::all_scopes());
+        let store = cigate_server::store::open(&config)
+            .await
+            .expect("store opens");
+        let env = store
+            .ensure_environment("default")
+            .await
+            .expect("environment");
+        let (_, api_token) = store
+            .create_api_token(&env.id, Some("test"))
+            .await
+            .expect("token");
+        let state = cigate_server::build_state(config.clone(), store)
+            .await
+            .expect("state");
+        let server = cigate_server::start(state).await.expect("server starts");
+        Some(Harness {
+            sim,
+            server,
+            api_token: api_token.expose().to_owned(),
+            buddy_token,
+            http: reqwest::Client::new(),
+            dir,
+            config,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.server.base_url(), path)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(&self.api_token)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(&self.api_token)
+    }
+
+    /// Links the simulator's account with `token`; returns the response.
+    pub async fn link_with(&self, token: &str) -> reqwest::Response {
+        self.post("/integrated-account")
+            .json(&json!({
+                "tenant_id": "acme",
+                "integration": "buddy",
+                "context": { "api_key": token, "base_url": self.sim.base_url() },
+            }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Links the simulator's account; returns its id.
+    pub async fn link(&self) -> String {
+        let response = self.link_with(&self.buddy_token.clone()).await;
+        assert_eq!(
+            response.status(),
+            201,
+            "link answered {:?}",
+            response.text().await
+        );
+        let body: Value = response.json().await.expect("json");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// GET returning status and JSON body.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.get(path).send().await.expect("request");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+}
+
+/// Runs an async test body once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                if let Some(h) = Harness::start(Backend::Sqlite).await {
+                    ($body)(h).await;
+                }
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(h) = Harness::start(Backend::Postgres).await {
+                    ($body)(h).await;
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,178 @@
+//! `cigate demo`: the simulator with seeded data, the gateway on a throwaway SQLite
+//! database, a linked demo account, and copy-pasteable calls that return data.
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Where the gateway listens.
+    #[arg(long, env = "CIGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The simulator's seeded data.
+    #[arg(
+        long,
+        default_value = "workspaces=1,projects=4,pipelines=3,executions=120,seed=7"
+    )]
+    seed: cigate_buddy_sim::SeedSpec,
+    /// Print the calls and exit instead of serving until Ctrl-C (for scripts and tests).
+    #[arg(long, hide = true)]
+    exit_after_setup: bool,
+}
+
+/// What the demo set up, printed for the user.
+pub struct Demo {
+    pub base_url: String,
+    pub api_token: String,
+    pub account_id: String,
+    pub workspace: String,
+    pub repo: String,
+    pub workflow: String,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let sim = cigate_buddy_sim::start(cigate_buddy_sim::SimConfig {
+        seed: args.seed,
+        ..cigate_buddy_sim::SimConfig::default()
+    })
+    .await
+    .context("starting the Buddy simulator")?;
+    let buddy_token = sim
+        .sim()
+        .issue_token(cigate_buddy_sim::TokenSpec::all_scopes());
+
+    let mut config = cigate_server::ServerConfig::for_database(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("cigate.db").display()
+    ));
+    config.listen = args.listen;
+    config.allow_private_upstreams = true;
+    let store = cigate_server::store::open(&config).await?;
+    let env = store.ensure_environment("default").await?;
+    let (_, api_token) = store.create_api_token(&env.id, Some("demo")).await?;
+    let state = cigate_server::build_state(config, store).await?;
+    let server = cigate_server::start(state).await?;
+
+    let demo = link(
+        &server.base_url(),
+        api_token.expose(),
+        &sim.base_url(),
+        &buddy_token,
+    )
+    .await
+    .context("linking the demo account")?;
+    print_calls(&demo, &sim.base_url());
+    if args.exit_after_setup {
+        return Ok(());
+    }
+    tokio::select! {
+        result = server.wait() => result.context("server stopped")?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// Links the simulator's account through the public API, as a product would, and picks
+/// a repo and workflow to show.
+async fn link(
+    base_url: &str,
+    api_token: &str,
+    buddy_url: &str,
+    buddy_token: &str,
+) -> anyhow::Result<Demo> {
+    let http = reqwest::Client::new();
+    let account: Value = http
+        .post(format!("{base_url}/integrated-account"))
+        .bearer_auth(api_token)
+        .json(&json!({
+            "tenant_id": "demo-tenant",
+            "integration": "buddy",
+            "context": { "api_key": buddy_token, "base_url": buddy_url },
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let account_id = field(&account, "id")?;
+    let workspace = account["context"]["workspace"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the demo account has no default workspace")?;
+    let first = |resource: &'static str, extra: String| {
+        let http = http.clone();
+        let url = format!(
+            "{base_url}/unified/ci-cd/{resource}?integrated_account_id={account_id}&limit=1{extra}"
+        );
+        async move {
+            let page: Value = http
+                .get(url)
+                .bearer_auth(api_token)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            match page["result"].get(0) {
+                Some(item) => field(item, "id"),
+                None => bail!("the simulator has no {resource}"),
+            }
+        }
+    };
+    let repo = first("repos", String::new()).await?;
+    let workflow = first("workflows", format!("&repo={repo}")).await?;
+    Ok(Demo {
+        base_url: base_url.to_owned(),
+        api_token: api_token.to_owned(),
+        account_id,
+        workspace,
+        repo,
+        workflow,
+    })
+}
+
+fn field(value: &Value, name: &str) -> anyhow::Result<String> {
+    match &value[name] {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        _ => bail!("response has no `{name}`: {value}"),
+    }
+}
+
+fn print_calls(demo: &Demo, buddy_url: &str) {
+    let Demo {
+        base_url,
+        api_token,
+        account_id,
+        workspace,
+        repo,
+        workflow,
+    } = demo;
+    let q = format!("integrated_account_id={account_id}");
+    println!("cigate demo is running.");
+    println!();
+    println!("  gateway          {base_url}   (API reference: {base_url}/docs)");
+    println!("  Buddy simulator  {buddy_url}");
+    println!("  API token        {api_token}");
+    println!("  account          {account_id}   (workspace `{workspace}`)");
+    println!();
+    println!("Try:");
+    println!();
+    let calls = [
+        "integrated-account".to_owned(),
+        format!("unified/ci-cd/workspaces?{q}"),
+        format!("unified/ci-cd/repos?{q}"),
+        format!("unified/ci-cd/branches?{q}&repo={repo}"),
+        format!("unified/ci-cd/pull-requests?{q}&repo={repo}"),
+        format!("unified/ci-cd/workflows?{q}&repo={repo}"),
+        format!("unified/ci-cd/jobs?{q}&repo={repo}&workflow={workflow}&limit=5"),
+        format!("unified/ci-cd/jobs?{q}&limit=5&truto_ignore_remote_data=true"),
+    ];
+    for call in calls {
+        println!("  curl -s -H 'Authorization: Bearer {api_token}' '{base_url}/{call}'");
+    }
+    println!();
+    println!("Ctrl-C stops the demo and deletes its data.");
+}
