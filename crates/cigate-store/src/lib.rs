@@ -75,16 +75,22 @@
 //!
 //! # Other tables
 //! `idempotency_records` (see [`Store::begin_idempotent`]), `refresh_leases` (see
-//! [`Store::try_acquire_lease`]), `link_tokens` and `oauth_states` (schema only for now).
+//! [`Store::try_acquire_lease`]), `link_tokens` and `oauth_states` (see [`Store::create_link_token`],
+//! [`Store::create_oauth_state`]), `account_events` ([`Store::record_account_event`]) and
+//! `environment_integrations` ([`Store::put_environment_integration`]; its sealed secret is
+//! not yet moved by [`Store::rotate_keys`]).
 //! [`Store::purge_expired`] removes expired rows of all four.
 
 mod accounts;
 mod crypto;
 mod db;
 mod error;
+mod events;
 mod idempotency;
+mod integrations;
 mod keys;
 mod leases;
+mod links;
 mod model;
 mod tokens;
 
@@ -96,7 +102,10 @@ pub use cigate_core::Secret;
 pub use crypto::{sqlite_key_file, KeyConfig, Keyring, MasterKey, KEY_FILE_NAME};
 pub use db::Backend;
 pub use error::StoreError;
+pub use events::AccountEvent;
 pub use idempotency::{Begin, IdempotencyKey, StoredResponse};
+pub use integrations::EnvironmentIntegration;
+pub use links::{LinkToken, NewLinkToken, NewOAuthState, OAuthState};
 pub use model::{
     Account, AccountFilter, AccountPatch, AccountStatus, ApiToken, AuthMethod, Credential,
     Environment, NewAccount, RotationReport,
