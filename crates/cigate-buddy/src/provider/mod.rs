@@ -7,6 +7,7 @@
 //! * `{"m": …}` — the state of a merged job feed (see [`merge`]).
 
 mod merge;
+mod pulls;
 pub mod window;
 
 use std::sync::Mutex;
@@ -438,14 +439,26 @@ impl Provider for BuddyProvider {
                     let body = call
                         .get(&format!("{base}/pulls"), &[], SCOPE_REPOSITORY)
                         .await?;
-                    Self::slice(
+                    let (raws, next) = Self::slice(
                         wire::list_items(&body, "pull_requests"),
                         offset,
                         limit,
-                        |raw| {
-                            Record::new(&mapping::pull_request(&wire::parse(raw), raw), raw.clone())
+                        |raw| Record {
+                            unified: Value::Null,
+                            raw: raw.clone(),
                         },
-                    )
+                    );
+                    let mut prs: Vec<_> = raws
+                        .iter()
+                        .map(|r| mapping::pull_request(&wire::parse(&r.raw), &r.raw))
+                        .collect();
+                    pulls::enrich(&call, &s.workspace, repo, &mut prs).await;
+                    let items = prs
+                        .iter()
+                        .zip(raws)
+                        .map(|(pr, r)| Record::new(pr, r.raw))
+                        .collect();
+                    (items, next)
                 }
             }
             Resource::Workflows => {
@@ -566,7 +579,9 @@ impl Provider for BuddyProvider {
                     project_path(&s.workspace, repo)
                 );
                 let raw = call.get(&path, &[], SCOPE_REPOSITORY).await?;
-                Record::new(&mapping::pull_request(&wire::parse(&raw), &raw), raw)
+                let mut pr = [mapping::pull_request(&wire::parse(&raw), &raw)];
+                pulls::enrich(&call, &s.workspace, repo, &mut pr).await;
+                Record::new(&pr[0], raw)
             }
             Resource::Workflows => {
                 let s = self.scope(&call, query, Some("repo"), false).await?;
