@@ -36,6 +36,17 @@ pub enum ProviderError {
     /// The decoded cursor position does not fit this provider/resource (→ 400).
     #[error("invalid cursor position")]
     InvalidPosition,
+    /// The upstream refused a change the object's current state does not allow, e.g.
+    /// cancelling a finished job (→ 409 with the upstream's reason).
+    #[error("{message}")]
+    Conflict {
+        status: u16,
+        message: String,
+        body: serde_json::Value,
+    },
+    /// The provider does not offer this operation (→ 501).
+    #[error("not supported by this provider: {0}")]
+    Unsupported(String),
 }
 
 /// Why a cursor was refused. Every variant means "400, bad cursor"; the detail is for logs.

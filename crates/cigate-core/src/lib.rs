@@ -5,14 +5,20 @@ pub mod error;
 pub mod model;
 pub mod provider;
 pub mod secret;
+pub mod writes;
 
 pub use cursor::{CursorBinding, CursorCodec};
 pub use error::{CursorError, ProviderError};
 pub use model::{
-    Branch, BranchRef, Job, PullRequest, PullRequestDescription, Repo, Step, Workflow, Workspace,
+    Branch, BranchRef, Job, PullRequest, PullRequestDescription, Repo, Step, Variable,
+    VariableScope, Workflow, Workspace,
 };
 pub use provider::{
     GetResult, JobFilters, ListPage, ListQuery, Provider, RateLimit, Record, RenderOptions,
     Resource,
 };
 pub use secret::Secret;
+pub use writes::{
+    JobLog, JobLogs, JobOperation, JobRun, ProviderWrites, RunVariable, VariableInput,
+    WorkflowInput,
+};

@@ -328,6 +328,55 @@ pub struct Job {
     pub remote_data: Option<serde_json::Value>,
 }
 
+/// Where a variable lives: the narrowest of workspace, repo (Buddy project) and workflow.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({"type": "repo", "workspace": "acme", "repo": "company-website"}))]
+pub struct VariableScope {
+    /// `workspace`, `repo` or `workflow` (see [`variable_scope`]), else the upstream's kind.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+}
+
+/// Normalised `VariableScope.type` values.
+pub mod variable_scope {
+    pub const WORKSPACE: &str = "workspace";
+    pub const REPO: &str = "repo";
+    pub const WORKFLOW: &str = "workflow";
+}
+
+/// An environment variable. The value of an encrypted variable is write-only: it is
+/// never part of an answer (nor is the upstream's ciphertext of it).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({
+    "id": "12", "key": "API_URL", "value": "https://staging.example.com", "encrypted": false,
+    "settable": true, "description": "target URL",
+    "scope": {"type": "repo", "workspace": "acme", "repo": "company-website"}
+}))]
+pub struct Variable {
+    pub id: String,
+    pub key: String,
+    /// Absent for encrypted variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub encrypted: bool,
+    /// May be overridden when a job runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settable: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub scope: VariableScope,
+    /// The upstream's object, with an encrypted value removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub remote_data: Option<serde_json::Value>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +403,8 @@ mod tests {
             Workflow::schema(),
             Job::schema(),
             Step::schema(),
+            Variable::schema(),
+            VariableScope::schema(),
         ] {
             let v = serde_json::to_value(&schema).unwrap();
             assert!(

@@ -228,6 +228,11 @@ pub trait Provider: Send + Sync {
         id: &str,
         query: &ListQuery,
     ) -> Result<GetResult, ProviderError>;
+
+    /// The write side, for providers that offer it (see [`crate::writes`]).
+    fn writes(&self) -> Option<&dyn crate::writes::ProviderWrites> {
+        None
+    }
 }
 
 #[cfg(test)]

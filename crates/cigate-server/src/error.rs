@@ -47,6 +47,16 @@ pub enum ApiError {
     UpstreamTimeout,
     #[error("Buddy could not be reached: {0}")]
     UpstreamUnreachable(String),
+    /// Buddy refused a change the object's state does not allow (cancelling a finished
+    /// job): 409 with Buddy's reason.
+    #[error("{message}")]
+    Conflict {
+        upstream_status: u16,
+        message: String,
+        body: Value,
+    },
+    #[error("{0}")]
+    Unsupported(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -84,6 +94,8 @@ impl ApiError {
             }
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Remote { status, .. } => remote_status(*status),
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -103,6 +115,8 @@ impl ApiError {
             Self::InvalidCursor(_) => "/problems/invalid-cursor",
             Self::Remote { .. } => "/problems/remote-error",
             Self::CredentialRejected { .. } => "/problems/credential-rejected",
+            Self::Conflict { .. } => "/problems/conflict",
+            Self::Unsupported(_) => "/problems/unsupported",
             Self::UpstreamTimeout => "/problems/upstream-timeout",
             Self::UpstreamUnreachable(_) => "/problems/upstream-unreachable",
             Self::Internal(_) => "/problems/internal",
@@ -146,6 +160,11 @@ impl IntoResponse for ApiError {
                 ..
             }
             | Self::CredentialRejected {
+                upstream_status: upstream,
+                body: raw,
+                ..
+            }
+            | Self::Conflict {
                 upstream_status: upstream,
                 body: raw,
                 ..
@@ -206,6 +225,16 @@ impl From<ProviderError> for ApiError {
                 message,
                 body,
             },
+            ProviderError::Conflict {
+                status,
+                message,
+                body,
+            } => Self::Conflict {
+                upstream_status: status,
+                message,
+                body,
+            },
+            ProviderError::Unsupported(what) => Self::Unsupported(what),
             ProviderError::Timeout => Self::UpstreamTimeout,
             ProviderError::Transport(msg) => Self::UpstreamUnreachable(msg),
             ProviderError::InvalidPosition => {

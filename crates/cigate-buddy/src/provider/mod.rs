@@ -9,6 +9,7 @@
 mod merge;
 mod pulls;
 pub mod window;
+pub mod writes;
 
 use std::sync::Mutex;
 
@@ -622,6 +623,10 @@ impl Provider for BuddyProvider {
             record,
             rate_limit: call.rate_limit(),
         })
+    }
+
+    fn writes(&self) -> Option<&dyn cigate_core::ProviderWrites> {
+        Some(self)
     }
 }
 
