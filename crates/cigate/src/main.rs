@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod ops;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +32,20 @@ enum Command {
     ApiToken {
         #[command(subcommand)]
         command: ApiTokenCommand,
+    },
+    /// Run, cancel, retry and approve jobs, and read their logs, on a running server.
+    Jobs {
+        #[command(flatten)]
+        conn: ops::Connection,
+        #[command(subcommand)]
+        command: ops::JobsCommand,
+    },
+    /// List, create, change and delete workflows (pipelines) on a running server.
+    Workflows {
+        #[command(flatten)]
+        conn: ops::Connection,
+        #[command(subcommand)]
+        command: ops::WorkflowsCommand,
     },
     /// Manage the credential encryption keys.
     Keys {
@@ -110,6 +125,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Demo(args) => demo::run(args).await?,
+        Command::Jobs { conn, command } => ops::jobs(conn, command).await?,
+        Command::Workflows { conn, command } => ops::workflows(conn, command).await?,
         Command::Sim(config) => run_sim(config).await?,
         Command::Migrate(args) => {
             cigate_server::store::open(&args.server_config()).await?;

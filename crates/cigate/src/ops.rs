@@ -1,0 +1,469 @@
+//! `cigate jobs …` and `cigate workflows …`: operator commands against a running
+//! server's unified API. JSON answers go to stdout as printed by the server; logs as
+//! plain text (followed with `--follow`). Errors (problem+json) go to stderr with a
+//! non-zero exit.
+
+use std::io::Write;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+/// Where the server is and who is calling; accepted before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// Base URL of the cigate server.
+    #[arg(
+        long,
+        global = true,
+        env = "CIGATE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// API token (`cigate api-token create`); required.
+    #[arg(long, global = true, env = "CIGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Integrated account id; required.
+    #[arg(long, global = true, env = "CIGATE_ACCOUNT")]
+    account: Option<String>,
+    /// Buddy workspace (optional when the account has one).
+    #[arg(long, global = true)]
+    workspace: Option<String>,
+}
+
+impl Connection {
+    fn token(&self) -> anyhow::Result<&str> {
+        self.token
+            .as_deref()
+            .context("set --token or CIGATE_TOKEN (an API token of the server)")
+    }
+
+    fn account(&self) -> anyhow::Result<&str> {
+        self.account
+            .as_deref()
+            .context("set --account or CIGATE_ACCOUNT (an integrated account id)")
+    }
+}
+
+/// Which pipeline a job belongs to.
+#[derive(Debug, Clone, Args)]
+pub struct JobScope {
+    /// Buddy project name.
+    #[arg(long)]
+    project: String,
+    /// Pipeline id.
+    #[arg(long)]
+    workflow: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Run a pipeline; `--commit` pins an exact revision (a rollback).
+    Run {
+        #[command(flatten)]
+        scope: JobScope,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long)]
+        pull_request: Option<String>,
+        #[arg(long)]
+        commit: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+        /// `KEY=VALUE`, repeatable.
+        #[arg(long = "var")]
+        variables: Vec<String>,
+        #[arg(long)]
+        clear_cache: bool,
+        #[arg(long)]
+        refresh: bool,
+        /// low, normal or high.
+        #[arg(long)]
+        priority: Option<String>,
+        /// Sent as `Idempotency-Key`, so a retried command starts one run.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Cancel a running job.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        scope: JobScope,
+    },
+    /// Retry a failed or cancelled job.
+    Retry {
+        id: String,
+        #[command(flatten)]
+        scope: JobScope,
+    },
+    /// Approve a job waiting for approval, optionally supplying variables.
+    Approve {
+        id: String,
+        #[command(flatten)]
+        scope: JobScope,
+        /// `KEY=VALUE`, repeatable.
+        #[arg(long = "var")]
+        variables: Vec<String>,
+    },
+    /// Print a job's logs as text.
+    Logs {
+        id: String,
+        #[command(flatten)]
+        scope: JobScope,
+        /// Keep printing new lines until the job ends.
+        #[arg(long)]
+        follow: bool,
+        /// Stop following after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_s: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// List a project's pipelines.
+    List {
+        #[arg(long)]
+        project: String,
+    },
+    /// Create a pipeline.
+    Create {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        name: String,
+        /// manual, push or schedule.
+        #[arg(long)]
+        trigger: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        /// Repeatable (`refs/heads/*`).
+        #[arg(long = "ref")]
+        refs: Vec<String>,
+        #[arg(long)]
+        cron: Option<String>,
+        #[arg(long)]
+        priority: Option<String>,
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Change a pipeline.
+    Update {
+        id: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        trigger: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long = "ref")]
+        refs: Vec<String>,
+        #[arg(long)]
+        cron: Option<String>,
+        #[arg(long)]
+        priority: Option<String>,
+        #[arg(long)]
+        disabled: Option<bool>,
+    },
+    /// Delete a pipeline.
+    Delete {
+        id: String,
+        #[arg(long)]
+        project: String,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    conn: Connection,
+}
+
+impl Client {
+    fn new(conn: Connection) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Client { http, conn })
+    }
+
+    /// `segments` are appended as path segments (percent-encoded), after the base URL.
+    fn url(&self, segments: &[&str], extra: &[(&str, &str)]) -> anyhow::Result<reqwest::Url> {
+        let mut url =
+            reqwest::Url::parse(self.conn.url.trim_end_matches('/')).context("invalid --url")?;
+        url.path_segments_mut()
+            .map_err(|_| anyhow::anyhow!("--url cannot be a base URL"))?
+            .pop_if_empty()
+            .extend(segments);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("integrated_account_id", self.conn.account()?);
+            if let Some(ws) = &self.conn.workspace {
+                q.append_pair("workspace", ws);
+            }
+            for (k, v) in extra {
+                q.append_pair(k, v);
+            }
+        }
+        Ok(url)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .request(method, url)
+            .bearer_auth(self.conn.token()?);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let response = req.send().await.context("cannot reach the cigate server")?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            bail!("cigate answered {status}: {text}");
+        }
+        Ok(response)
+    }
+
+    /// Sends and prints the JSON answer (or nothing for 204).
+    async fn print(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let response = self.call(method, url, body, idempotency_key).await?;
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(());
+        }
+        let value: Value = response.json().await.context("the answer is not JSON")?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        Ok(())
+    }
+}
+
+/// `KEY=VALUE` pairs as run-time variables.
+fn variables(pairs: &[String]) -> anyhow::Result<Vec<Value>> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok(json!({"key": k, "value": v})),
+            _ => bail!("`--var {p}` must be KEY=VALUE"),
+        })
+        .collect()
+}
+
+fn job_query(scope: &JobScope) -> [(&'static str, &str); 2] {
+    [
+        ("project", scope.project.as_str()),
+        ("workflow", scope.workflow.as_str()),
+    ]
+}
+
+pub async fn jobs(conn: Connection, command: JobsCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = Client::new(conn)?;
+    match command {
+        JobsCommand::Run {
+            scope,
+            branch,
+            tag,
+            pull_request,
+            commit,
+            comment,
+            variables: vars,
+            clear_cache,
+            refresh,
+            priority,
+            idempotency_key,
+        } => {
+            let mut body = json!({});
+            for (k, v) in [
+                ("branch", branch),
+                ("tag", tag),
+                ("pull_request", pull_request),
+                ("commit", commit),
+                ("comment", comment),
+                ("priority", priority),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            if !vars.is_empty() {
+                body["variables"] = json!(variables(&vars)?);
+            }
+            if clear_cache {
+                body["clear_cache"] = json!(true);
+            }
+            if refresh {
+                body["refresh"] = json!(true);
+            }
+            let url = client.url(&["unified", "ci-cd", "jobs"], &job_query(&scope))?;
+            client
+                .print(Method::POST, url, Some(body), idempotency_key.as_deref())
+                .await
+        }
+        JobsCommand::Cancel { id, scope } => {
+            let url = client.url(
+                &["unified", "ci-cd", "jobs", &id, "cancel"],
+                &job_query(&scope),
+            )?;
+            client.print(Method::POST, url, None, None).await
+        }
+        JobsCommand::Retry { id, scope } => {
+            let url = client.url(
+                &["unified", "ci-cd", "jobs", &id, "retry"],
+                &job_query(&scope),
+            )?;
+            client.print(Method::POST, url, None, None).await
+        }
+        JobsCommand::Approve {
+            id,
+            scope,
+            variables: vars,
+        } => {
+            let url = client.url(
+                &["unified", "ci-cd", "jobs", &id, "approve"],
+                &job_query(&scope),
+            )?;
+            let body = json!({ "variables": variables(&vars)? });
+            client.print(Method::POST, url, Some(body), None).await
+        }
+        JobsCommand::Logs {
+            id,
+            scope,
+            follow,
+            timeout_s,
+        } => {
+            let timeout = timeout_s.to_string();
+            let mut extra = job_query(&scope).to_vec();
+            extra.push(("format", "text"));
+            if follow {
+                extra.push(("follow", "true"));
+                extra.push(("timeout_s", &timeout));
+            }
+            let url = client.url(&["unified", "ci-cd", "jobs", &id, "logs"], &extra)?;
+            let mut response = client.call(Method::GET, url, None, None).await?;
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = response.chunk().await.context("the log stream broke")? {
+                out.write_all(&chunk)?;
+                out.flush()?;
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn workflows(conn: Connection, command: WorkflowsCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let client = Client::new(conn)?;
+    let fields = |name: Option<String>,
+                  trigger: Option<String>,
+                  branch: Option<String>,
+                  refs: Vec<String>,
+                  cron: Option<String>,
+                  priority: Option<String>,
+                  disabled: Option<bool>| {
+        let mut body = json!({});
+        for (k, v) in [
+            ("name", name),
+            ("trigger", trigger),
+            ("branch", branch),
+            ("cron", cron),
+            ("priority", priority),
+        ] {
+            if let Some(v) = v {
+                body[k] = json!(v);
+            }
+        }
+        if !refs.is_empty() {
+            body["refs"] = json!(refs);
+        }
+        if let Some(d) = disabled {
+            body["disabled"] = json!(d);
+        }
+        body
+    };
+    match command {
+        WorkflowsCommand::List { project } => {
+            let url = client.url(&["unified", "ci-cd", "workflow"], &[("repo", &project)])?;
+            client.print(Method::GET, url, None, None).await
+        }
+        WorkflowsCommand::Create {
+            project,
+            name,
+            trigger,
+            branch,
+            refs,
+            cron,
+            priority,
+            disabled,
+        } => {
+            let body = fields(
+                Some(name),
+                trigger,
+                branch,
+                refs,
+                cron,
+                priority,
+                disabled.then_some(true),
+            );
+            let url = client.url(&["unified", "ci-cd", "workflow"], &[("repo", &project)])?;
+            client.print(Method::POST, url, Some(body), None).await
+        }
+        WorkflowsCommand::Update {
+            id,
+            project,
+            name,
+            trigger,
+            branch,
+            refs,
+            cron,
+            priority,
+            disabled,
+        } => {
+            let body = fields(name, trigger, branch, refs, cron, priority, disabled);
+            let url = client.url(
+                &["unified", "ci-cd", "workflow", &id],
+                &[("repo", &project)],
+            )?;
+            client.print(Method::PATCH, url, Some(body), None).await
+        }
+        WorkflowsCommand::Delete { id, project } => {
+            let url = client.url(
+                &["unified", "ci-cd", "workflow", &id],
+                &[("repo", &project)],
+            )?;
+            client.print(Method::DELETE, url, None, None).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_need_key_and_equals() {
+        assert_eq!(
+            variables(&["A=1=2".into()]).unwrap(),
+            vec![json!({"key": "A", "value": "1=2"})]
+        );
+        assert!(variables(&["novalue".into()]).is_err());
+        assert!(variables(&["=x".into()]).is_err());
+    }
+}
