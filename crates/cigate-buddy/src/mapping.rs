@@ -254,8 +254,19 @@ pub fn step(a: &wire::ActionExecution) -> Step {
 /// Buddy has no separate creation time for an execution; `start_date` is set when it is
 /// created (queued ones included), so it also serves as `created_at`, which is what the
 /// `created_at[gte|lte]` filters and the newest-first merge use.
+///
+/// Buddy reports an execution held at an approval or arguments gate as INPROGRESS with
+/// the gate's action WAITING_*; the job is `waiting` then, so callers know to approve.
 pub fn job(e: &wire::Execution, ctx: &JobContext, raw: &Value) -> Job {
-    let (status, conclusion) = status_pair(e.status.as_deref());
+    let (mut status, conclusion) = status_pair(e.status.as_deref());
+    let gated = e.action_executions.iter().flatten().any(|a| {
+        a.status
+            .as_deref()
+            .is_some_and(|s| s.to_ascii_uppercase().starts_with("WAITING"))
+    });
+    if gated && status.as_deref() == Some(job_status::IN_PROGRESS) {
+        status = Some(job_status::WAITING.to_owned());
+    }
     let duration_ms = match (e.start_date, e.finish_date) {
         (Some(s), Some(f)) => Some((f - s).num_milliseconds()),
         _ => None,
@@ -305,6 +316,23 @@ mod tests {
     use super::*;
     use crate::wire::parse;
     use serde_json::json;
+
+    #[test]
+    fn a_job_held_at_a_gate_is_waiting() {
+        let raw = json!({"id": 4, "status": "INPROGRESS", "action_executions": [
+            {"action_execution_id": "a", "status": "SUCCESSFUL"},
+            {"action_execution_id": "b", "status": "WAITING_FOR_APPLY"}]});
+        let j = job(&parse(&raw), &JobContext::default(), &raw);
+        assert_eq!(j.status.as_deref(), Some("waiting"));
+        let running = json!({"id": 4, "status": "INPROGRESS", "action_executions": [
+            {"action_execution_id": "a", "status": "INPROGRESS"}]});
+        let j = job(&parse(&running), &JobContext::default(), &running);
+        assert_eq!(j.status.as_deref(), Some("in_progress"));
+        let cancelling = json!({"id": 4, "status": "TERMINATED", "action_executions": [
+            {"action_execution_id": "b", "status": "WAITING_FOR_APPLY"}]});
+        let j = job(&parse(&cancelling), &JobContext::default(), &cancelling);
+        assert_eq!(j.status.as_deref(), Some("completed"));
+    }
 
     #[test]
     fn workspace_sample() {
