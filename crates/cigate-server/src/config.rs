@@ -49,6 +49,10 @@ pub struct ServerConfig {
     /// Default deadline of a call to Buddy, in milliseconds (`truto_timeout_ms` overrides).
     #[arg(long, env = "CIGATE_UPSTREAM_TIMEOUT_MS", default_value_t = 30_000)]
     pub upstream_timeout_ms: u64,
+
+    /// How long an `Idempotency-Key` is remembered, in seconds (24 h).
+    #[arg(long, env = "CIGATE_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
+    pub idempotency_ttl_secs: u64,
 }
 
 impl ServerConfig {
@@ -64,6 +68,7 @@ impl ServerConfig {
             allow_private_upstreams: false,
             body_limit: 1024 * 1024,
             upstream_timeout_ms: 30_000,
+            idempotency_ttl_secs: 86_400,
         }
     }
 }

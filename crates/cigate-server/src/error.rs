@@ -47,6 +47,13 @@ pub enum ApiError {
     UpstreamTimeout,
     #[error("Buddy could not be reached: {0}")]
     UpstreamUnreachable(String),
+    /// The `Idempotency-Key` was first used with another request (method, path, query
+    /// or body).
+    #[error("this Idempotency-Key was used with a different request; use a new key")]
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still running.
+    #[error("a request with this Idempotency-Key is still in progress; retry later")]
+    IdempotencyInProgress,
     /// Buddy refused a change the object's state does not allow (cancelling a finished
     /// job): 409 with Buddy's reason.
     #[error("{message}")]
@@ -81,6 +88,25 @@ impl ApiError {
         }
     }
 
+    /// Nothing happened at Buddy: decided by cigate before any call. An
+    /// `Idempotency-Key` used with it is released so a later retry can run.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized
+                | Self::NotFound(_)
+                | Self::BadRequest { .. }
+                | Self::MissingParameter { .. }
+                | Self::InvalidBody(_)
+                | Self::Validation(_)
+                | Self::PayloadTooLarge
+                | Self::InvalidCursor(_)
+                | Self::IdempotencyKeyReused
+                | Self::IdempotencyInProgress
+                | Self::Unsupported(_)
+        )
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -94,7 +120,8 @@ impl ApiError {
             }
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Remote { status, .. } => remote_status(*status),
-            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
@@ -116,6 +143,8 @@ impl ApiError {
             Self::Remote { .. } => "/problems/remote-error",
             Self::CredentialRejected { .. } => "/problems/credential-rejected",
             Self::Conflict { .. } => "/problems/conflict",
+            Self::IdempotencyKeyReused => "/problems/idempotency-key-reused",
+            Self::IdempotencyInProgress => "/problems/idempotency-key-in-progress",
             Self::Unsupported(_) => "/problems/unsupported",
             Self::UpstreamTimeout => "/problems/upstream-timeout",
             Self::UpstreamUnreachable(_) => "/problems/upstream-unreachable",
@@ -136,6 +165,7 @@ fn remote_status(status: u16) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let local = self.is_local();
         if let Self::Internal(detail) = &self {
             tracing::error!(detail = %detail, "internal error");
         }
@@ -180,6 +210,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if local {
+            response
+                .extensions_mut()
+                .insert(crate::idempotency::NotSentUpstream);
+        }
         response
     }
 }

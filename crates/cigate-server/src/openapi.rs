@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, admin, unified};
+use crate::routes::{accounts, admin, unified, writes};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -22,12 +22,16 @@ use crate::state::AppState;
         admin::create_api_token, admin::list_api_tokens, admin::delete_api_token,
         accounts::create, accounts::list, accounts::fetch, accounts::update, accounts::remove, accounts::refresh,
         unified::list, unified::fetch,
+        writes::run_job, writes::operate, writes::logs, writes::create_workflow, writes::update, writes::remove,
+        writes::list_variables, writes::get_variable, writes::create_variable, writes::update_variable, writes::delete_variable,
     ),
     components(schemas(
         admin::NewApiToken, accounts::CreateAccount, accounts::UpdateAccount, accounts::RefreshCredentials,
         cigate_core::model::Workspace, cigate_core::model::Repo, cigate_core::model::Branch,
         cigate_core::model::PullRequest, cigate_core::model::Workflow, cigate_core::model::Job,
         cigate_core::model::Step,
+        cigate_core::model::Variable, cigate_core::model::VariableScope, cigate_core::JobRun, cigate_core::RunVariable,
+        cigate_core::JobLog, cigate_core::WorkflowInput, cigate_core::VariableInput, writes::ApproveBody,
     )),
     modifiers(&BearerAuth),
 )]

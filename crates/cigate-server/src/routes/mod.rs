@@ -12,12 +12,14 @@ use crate::state::AppState;
 pub mod accounts;
 pub mod admin;
 pub mod unified;
+pub mod writes;
 
 pub fn router(state: AppState) -> Router {
     let authed = Router::new()
         .merge(admin::routes())
         .merge(accounts::routes())
         .merge(unified::routes())
+        .merge(writes::routes(state.clone()))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(admin::healthz))

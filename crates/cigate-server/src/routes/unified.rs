@@ -26,7 +26,7 @@ pub fn routes() -> Router<AppState> {
 
 /// How records leave the API, from `truto_response_format`, `truto_ignore_remote_data`
 /// and `truto_exclude_fields`.
-fn render_options(query: &QueryPairs) -> ApiResult<RenderOptions> {
+pub(crate) fn render_options(query: &QueryPairs) -> ApiResult<RenderOptions> {
     let raw = match query.get("truto_response_format") {
         None | Some("unified") | Some("normalized") => false,
         Some("raw") => true,
@@ -69,7 +69,7 @@ fn timestamp(query: &QueryPairs, name: &str) -> ApiResult<Option<DateTime<Utc>>>
 }
 
 /// The scoping parameters and filters; `repo` and `project` are aliases.
-fn list_query(query: &QueryPairs, account_context: &Value) -> ApiResult<ListQuery> {
+pub(crate) fn list_query(query: &QueryPairs, account_context: &Value) -> ApiResult<ListQuery> {
     let repo = query.get("repo");
     let project = query.get("project");
     if let (Some(r), Some(p)) = (repo, project) {
@@ -102,7 +102,7 @@ fn list_query(query: &QueryPairs, account_context: &Value) -> ApiResult<ListQuer
     })
 }
 
-fn account_id(query: &QueryPairs) -> ApiResult<&str> {
+pub(crate) fn account_id(query: &QueryPairs) -> ApiResult<&str> {
     query
         .get("integrated_account_id")
         .ok_or_else(|| ApiError::missing(vec!["integrated_account_id".into()], "the unified API"))

@@ -1,0 +1,761 @@
+//! Writes through the unified API: run, cancel, retry and approve jobs; job logs
+//! (JSON, plain text, followed); create, change and delete workflows; variables.
+//!
+//! Routing: `GET /unified/ci-cd/{resource}[/{id}]` belong to the read routes, so the
+//! writes on those shapes are added as other methods on the same paths and dispatch on
+//! `resource` here. Every POST/PATCH goes through [`crate::idempotency::layer`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use cigate_core::model::job_status;
+use cigate_core::{
+    JobLog, JobLogs, JobOperation, JobRun, ListQuery, Provider, ProviderWrites, Resource,
+    RunVariable, VariableInput, WorkflowInput,
+};
+use cigate_store::Account;
+
+use crate::auth::Caller;
+use crate::envelope::ListEnvelope;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{optional_json, ApiJson, QueryPairs};
+use crate::routes::{accounts, unified};
+use crate::state::AppState;
+use crate::upstream;
+
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/unified/ci-cd/{resource}", post(create))
+        .route(
+            "/unified/ci-cd/{resource}/{id}",
+            axum::routing::patch(update).delete(remove),
+        )
+        .route(
+            "/unified/ci-cd/{resource}/{id}/{action}",
+            get(job_subresource).post(job_action),
+        )
+        .route(
+            "/unified/ci-cd/variables",
+            get(list_variables).post(create_variable),
+        )
+        .route(
+            "/unified/ci-cd/variables/{id}",
+            get(get_variable)
+                .patch(update_variable)
+                .delete(delete_variable),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            crate::idempotency::layer,
+        ))
+}
+
+/// One write request's account, provider and scope.
+struct Target {
+    account: Account,
+    provider: Arc<dyn Provider>,
+    scope: ListQuery,
+}
+
+impl Target {
+    async fn load(state: &AppState, caller: &Caller, query: &QueryPairs) -> ApiResult<Target> {
+        let account_id = unified::account_id(query)?;
+        let account = accounts::load(state, caller, account_id).await?;
+        let scope = unified::list_query(query, &account.context)?;
+        let provider = upstream::provider_for(state, caller, &account).await?;
+        if provider.writes().is_none() {
+            return Err(ApiError::Unsupported(format!(
+                "integration `{}` does not support writes",
+                account.integration
+            )));
+        }
+        Ok(Target {
+            account,
+            provider,
+            scope,
+        })
+    }
+
+    fn writes(&self) -> ApiResult<&dyn ProviderWrites> {
+        self.provider
+            .writes()
+            .ok_or_else(|| ApiError::Unsupported("this integration does not support writes".into()))
+    }
+
+    async fn fail(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        err: cigate_core::ProviderError,
+    ) -> ApiError {
+        upstream::note_failure(state, caller, &self.account, err).await
+    }
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::Validation(message)
+}
+
+fn record_response(
+    status: StatusCode,
+    found: cigate_core::GetResult,
+    query: &QueryPairs,
+) -> ApiResult<Response> {
+    let render = unified::render_options(query)?;
+    Ok((status, Json(found.record.render(&render))).into_response())
+}
+
+fn writable(resource: &str, allowed: &[Resource]) -> ApiResult<Resource> {
+    match Resource::from_path(resource) {
+        Some(r) if allowed.contains(&r) => Ok(r),
+        Some(r) => Err(ApiError::NotFound(format!(
+            "`{r}` cannot be written through the unified API"
+        ))),
+        None => Err(ApiError::NotFound(format!("unknown resource `{resource}`"))),
+    }
+}
+
+// ----- jobs ---------------------------------------------------------------------------
+
+/// `POST /unified/ci-cd/{resource}`: runs a workflow (`jobs`) or creates one (`workflow`).
+async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(resource): Path<String>,
+    query: QueryPairs,
+    body: Bytes,
+) -> ApiResult<Response> {
+    match writable(&resource, &[Resource::Jobs, Resource::Workflows])? {
+        Resource::Jobs => run_job(state, caller, query, body).await,
+        _ => {
+            let input: WorkflowInput = optional_json(&body)?.unwrap_or_default();
+            create_workflow(state, caller, query, input).await
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/unified/ci-cd/jobs", tag = "unified ci-cd writes", security(("api_token" = [])),
+    params(
+        ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
+        ("project" = String, Query, description = "Buddy project (alias `repo`)"),
+        ("workflow" = String, Query, description = "pipeline id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first answer and starts one run"),
+    ),
+    request_body(content = JobRun, description = "all optional; `commit` pins an exact revision (rollback)"),
+    responses((status = 201, description = "the new job", body = cigate_core::model::Job),
+        (status = 403, description = "the account's token lacks EXECUTION_RUN"),
+        (status = 422, description = "invalid body, or Idempotency-Key reused with another body")))]
+pub async fn run_job(
+    state: AppState,
+    caller: Caller,
+    query: QueryPairs,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let run: JobRun = optional_json(&body)?.unwrap_or_default();
+    run.validate().map_err(invalid)?;
+    let target = Target::load(&state, &caller, &query).await?;
+    match target.writes()?.run_job(&target.scope, &run).await {
+        Ok(found) => record_response(StatusCode::CREATED, found, &query),
+        Err(err) => Err(target.fail(&state, &caller, err).await),
+    }
+}
+
+/// `{ "variables"?: [...] }` of an approval.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    /// Supplies the variables a job waits for (Buddy's APPLY_VARIABLES).
+    #[serde(default)]
+    pub variables: Vec<RunVariable>,
+}
+
+/// An empty body or `{}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoBody {}
+
+async fn job_action(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((resource, id, action)): Path<(String, String, String)>,
+    query: QueryPairs,
+    body: Bytes,
+) -> ApiResult<Response> {
+    writable(&resource, &[Resource::Jobs])?;
+    let operation = match action.as_str() {
+        "cancel" | "retry" => {
+            optional_json::<NoBody>(&body)?;
+            if action == "cancel" {
+                JobOperation::Cancel
+            } else {
+                JobOperation::Retry
+            }
+        }
+        "approve" => {
+            let body: ApproveBody = optional_json(&body)?.unwrap_or_default();
+            for v in &body.variables {
+                if v.key.trim().is_empty() {
+                    return Err(invalid("variables[].key must not be empty".into()));
+                }
+            }
+            JobOperation::Approve {
+                variables: body.variables,
+            }
+        }
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "unknown job operation `{other}`; known: cancel, retry, approve"
+            )))
+        }
+    };
+    operate(state, caller, query, id, operation).await
+}
+
+#[utoipa::path(post, path = "/unified/ci-cd/jobs/{id}/{operation}", tag = "unified ci-cd writes", security(("api_token" = [])),
+    params(("id" = String, Path), ("operation" = String, Path, description = "cancel, retry or approve"),
+        ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
+        ("project" = String, Query), ("workflow" = String, Query),
+        ("Idempotency-Key" = Option<String>, Header)),
+    request_body(content = Option<ApproveBody>, description = "approve only: variables the job waits for"),
+    responses((status = 200, description = "the job after the change", body = cigate_core::model::Job),
+        (status = 409, description = "the job's state does not allow it (Buddy's reason in `message`)")))]
+pub async fn operate(
+    state: AppState,
+    caller: Caller,
+    query: QueryPairs,
+    id: String,
+    operation: JobOperation,
+) -> ApiResult<Response> {
+    let target = Target::load(&state, &caller, &query).await?;
+    match target
+        .writes()?
+        .operate_job(&target.scope, &id, &operation)
+        .await
+    {
+        Ok(found) => record_response(StatusCode::OK, found, &query),
+        Err(err) => Err(target.fail(&state, &caller, err).await),
+    }
+}
+
+async fn job_subresource(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((resource, id, action)): Path<(String, String, String)>,
+    query: QueryPairs,
+) -> ApiResult<Response> {
+    writable(&resource, &[Resource::Jobs])?;
+    if action != "logs" {
+        return Err(ApiError::NotFound(format!(
+            "unknown job resource `{action}`"
+        )));
+    }
+    logs(state, caller, query, id).await
+}
+
+/// Bounds of `?follow=true`.
+const DEFAULT_FOLLOW_S: u32 = 300;
+const MAX_FOLLOW_S: u32 = 3600;
+/// Polling interval while following; each poll costs one call plus one per running step.
+const DEFAULT_POLL_MS: u32 = 2000;
+
+#[utoipa::path(get, path = "/unified/ci-cd/jobs/{id}/logs", tag = "unified ci-cd writes", security(("api_token" = [])),
+    params(("id" = String, Path),
+        ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
+        ("project" = String, Query), ("workflow" = String, Query),
+        ("format" = Option<String>, Query, description = "`json` (default) or `text`: plain text, a header line per step"),
+        ("follow" = Option<bool>, Query, description = "with format=text: stream new lines until the job ends"),
+        ("timeout_s" = Option<u32>, Query, description = "follow at most this long (default 300, max 3600)"),
+        ("interval_ms" = Option<u32>, Query, description = "polling interval while following (250–60000, default 2000)")),
+    responses((status = 200, description = "`{ \"result\": [ { step, status, lines } ] }`, or text/plain", body = Vec<JobLog>)))]
+pub async fn logs(
+    state: AppState,
+    caller: Caller,
+    query: QueryPairs,
+    id: String,
+) -> ApiResult<Response> {
+    let text = match query.get("format") {
+        None | Some("json") => false,
+        Some("text") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "/problems/invalid-parameter",
+                format!("`format` must be `json` or `text`, not `{other}`"),
+            ))
+        }
+    };
+    let follow = query.flag("follow")?;
+    if follow && !text {
+        return Err(ApiError::bad_request(
+            "/problems/invalid-parameter",
+            "`follow=true` needs `format=text`",
+        ));
+    }
+    let timeout_s = query.int_in("timeout_s", DEFAULT_FOLLOW_S, 1, MAX_FOLLOW_S)?;
+    let interval_ms = query.int_in("interval_ms", DEFAULT_POLL_MS, 250, 60_000)?;
+    let target = Target::load(&state, &caller, &query).await?;
+    let first = match target.writes()?.job_logs(&target.scope, &id, &[]).await {
+        Ok(logs) => logs,
+        Err(err) => return Err(target.fail(&state, &caller, err).await),
+    };
+    if !text {
+        return Ok(Json(json!({ "result": first.steps })).into_response());
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !follow {
+        return Ok((headers, render_text(&id, &first)).into_response());
+    }
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(16);
+    let follower = Follower {
+        target,
+        id,
+        deadline: tokio::time::Instant::now() + Duration::from_secs(u64::from(timeout_s)),
+        interval: Duration::from_millis(u64::from(interval_ms)),
+        timeout_s,
+    };
+    tokio::spawn(follower.run(first, tx));
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), rx))
+    });
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+fn is_done(status: Option<&str>) -> bool {
+    status == Some(job_status::COMPLETED)
+}
+
+fn step_header(index: usize, total: usize, log: &JobLog, with_status: bool) -> String {
+    let mut line = format!("## Step {}/{}: {}", index + 1, total, log.step);
+    if with_status {
+        let status = log.status.as_deref().unwrap_or("unknown");
+        match &log.conclusion {
+            Some(c) => line.push_str(&format!(" [{status}, {c}]")),
+            None => line.push_str(&format!(" [{status}]")),
+        }
+    }
+    line.push('\n');
+    line
+}
+
+fn job_line(id: &str, logs: &JobLogs) -> String {
+    let job = &logs.job;
+    let status = job.status.as_deref().unwrap_or("unknown");
+    let mut line = format!("# Job {id}");
+    if let Some(name) = &job.name {
+        line.push_str(&format!(" ({name})"));
+    }
+    line.push_str(&format!(": {status}"));
+    if let Some(c) = &job.conclusion {
+        line.push_str(&format!(", {c}"));
+    }
+    for (label, value) in [
+        ("branch", &job.branch),
+        ("commit", &job.commit),
+        ("workflow", &job.workflow),
+    ] {
+        if let Some(v) = value {
+            line.push_str(&format!(" {label}={v}"));
+        }
+    }
+    line.push('\n');
+    line
+}
+
+fn push_line(out: &mut String, line: &str) {
+    out.push_str(line.trim_end_matches(['\r', '\n']));
+    out.push('\n');
+}
+
+/// Every step, a header line each, for a language model or a terminal.
+pub fn render_text(id: &str, logs: &JobLogs) -> String {
+    let mut out = job_line(id, logs);
+    let total = logs.steps.len();
+    for (i, step) in logs.steps.iter().enumerate() {
+        out.push('\n');
+        out.push_str(&step_header(i, total, step, true));
+        for line in &step.lines {
+            push_line(&mut out, line);
+        }
+    }
+    out
+}
+
+/// Streams a running job's new log lines until it ends or the deadline passes.
+struct Follower {
+    target: Target,
+    id: String,
+    deadline: tokio::time::Instant,
+    interval: Duration,
+    timeout_s: u32,
+}
+
+/// What has been written for one step.
+#[derive(Default, Clone)]
+struct Shown {
+    header: bool,
+    lines: usize,
+    /// Completed and fully written: not fetched again.
+    done: bool,
+}
+
+impl Follower {
+    async fn run(self, first: JobLogs, tx: tokio::sync::mpsc::Sender<String>) {
+        let mut shown: Vec<(String, Shown)> = Vec::new();
+        let mut logs = first;
+        if tx.send(job_line(&self.id, &logs)).await.is_err() {
+            return;
+        }
+        loop {
+            let chunk = Self::delta(&logs, &mut shown);
+            if !chunk.is_empty() && tx.send(chunk).await.is_err() {
+                return;
+            }
+            if is_done(logs.job.status.as_deref()) {
+                let mut end = String::from("\n");
+                end.push_str(&job_line(&self.id, &logs));
+                let _ = tx.send(end).await;
+                return;
+            }
+            if tokio::time::Instant::now() + self.interval > self.deadline {
+                let status = logs.job.status.as_deref().unwrap_or("unknown");
+                let _ = tx
+                    .send(format!(
+                        "\n# stopped following after {}s; job {} is still {status}\n",
+                        self.timeout_s, self.id
+                    ))
+                    .await;
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = tx.closed() => return,
+            }
+            let skip: Vec<String> = shown
+                .iter()
+                .filter(|(_, s)| s.done)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let Ok(writes) = self.target.writes() else {
+                return;
+            };
+            match writes.job_logs(&self.target.scope, &self.id, &skip).await {
+                Ok(next) => logs = next,
+                Err(err) => {
+                    let _ = tx.send(format!("\n# error while following: {err}\n")).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// New text since the last poll; headers appear when a step starts.
+    fn delta(logs: &JobLogs, shown: &mut Vec<(String, Shown)>) -> String {
+        let mut out = String::new();
+        let total = logs.steps.len();
+        let job_done = is_done(logs.job.status.as_deref());
+        for (i, step) in logs.steps.iter().enumerate() {
+            let pos = match shown.iter().position(|(id, _)| *id == step.step_id) {
+                Some(p) => p,
+                None => {
+                    shown.push((step.step_id.clone(), Shown::default()));
+                    shown.len() - 1
+                }
+            };
+            let state = &mut shown[pos].1;
+            if state.done {
+                continue;
+            }
+            let started = step.status.as_deref() != Some(job_status::QUEUED);
+            let step_done = is_done(step.status.as_deref());
+            if !state.header && (started && (!step.lines.is_empty() || step_done) || job_done) {
+                out.push('\n');
+                out.push_str(&step_header(i, total, step, step_done || job_done));
+                state.header = true;
+            }
+            if state.header {
+                for line in step.lines.iter().skip(state.lines) {
+                    push_line(&mut out, line);
+                }
+                state.lines = state.lines.max(step.lines.len());
+            }
+            // Lines fetched after a step was seen completed are final.
+            state.done = step_done && state.header;
+        }
+        out
+    }
+}
+
+// ----- workflows ----------------------------------------------------------------------
+
+#[utoipa::path(post, path = "/unified/ci-cd/workflow", tag = "unified ci-cd writes", security(("api_token" = [])),
+    params(("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
+        ("repo" = String, Query, description = "Buddy project (alias `project`)"),
+        ("Idempotency-Key" = Option<String>, Header)),
+    request_body = WorkflowInput,
+    responses((status = 201, description = "the new workflow", body = cigate_core::model::Workflow),
+        (status = 403, description = "the account's token lacks EXECUTION_MANAGE")))]
+pub async fn create_workflow(
+    state: AppState,
+    caller: Caller,
+    query: QueryPairs,
+    input: WorkflowInput,
+) -> ApiResult<Response> {
+    input.validate(true).map_err(invalid)?;
+    let target = Target::load(&state, &caller, &query).await?;
+    match target
+        .writes()?
+        .create_workflow(&target.scope, &input)
+        .await
+    {
+        Ok(found) => record_response(StatusCode::CREATED, found, &query),
+        Err(err) => Err(target.fail(&state, &caller, err).await),
+    }
+}
+
+#[utoipa::path(patch, path = "/unified/ci-cd/workflow/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
+    params(("id" = String, Path), ("integrated_account_id" = String, Query),
+        ("workspace" = Option<String>, Query), ("repo" = String, Query),
+        ("Idempotency-Key" = Option<String>, Header)),
+    request_body = WorkflowInput,
+    responses((status = 200, description = "the workflow after the change", body = cigate_core::model::Workflow)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((resource, id)): Path<(String, String)>,
+    query: QueryPairs,
+    ApiJson(input): ApiJson<WorkflowInput>,
+) -> ApiResult<Response> {
+    writable(&resource, &[Resource::Workflows])?;
+    input.validate(false).map_err(invalid)?;
+    let target = Target::load(&state, &caller, &query).await?;
+    match target
+        .writes()?
+        .update_workflow(&target.scope, &id, &input)
+        .await
+    {
+        Ok(found) => record_response(StatusCode::OK, found, &query),
+        Err(err) => Err(target.fail(&state, &caller, err).await),
+    }
+}
+
+#[utoipa::path(delete, path = "/unified/ci-cd/workflow/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
+    params(("id" = String, Path), ("integrated_account_id" = String, Query),
+        ("workspace" = Option<String>, Query), ("repo" = String, Query)),
+    responses((status = 204, description = "deleted")))]
+pub async fn remove(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((resource, id)): Path<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult<StatusCode> {
+    writable(&resource, &[Resource::Workflows])?;
+    let target = Target::load(&state, &caller, &query).await?;
+    match target.writes()?.delete_workflow(&target.scope, &id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(err) => Err(target.fail(&state, &caller, err).await),
+    }
+}
+
+// ----- variables ----------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/unified/ci-cd/variables", tag = "unified ci-cd writes", security(("api_token" = [])),
+    params(("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
+        ("project" = Option<String>, Query, description = "project scope (alias `repo`)"),
+        ("workflow" = Option<String>, Query, description = "pipeline scope (needs `project`)")),
+    responses((status = 200, description = "list envelope of variables of exactly that scope; encrypted values are never returned", body = Vec<cigate_core::model::Variable>)))]
+pub async fn list_variables(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: QueryPairs,
+) -> ApiResult<Json<ListEnvelope<Value>>> {
+    let render = unified::render_options(&query)?;
+    let target = Target::load(&state, &caller, &query).await?;
+    match target.writes()?.list_variables(&target.scope).await {
+        Ok(records) => Ok(Json(ListEnvelope::new(
+            records.iter().map(|r| r.render(&render)).collect(),
+            None,
+        ))),
+        Err(err) => Err(target.fail(&state, &caller, err).await),
+    }
+}
+
+#[utoipa::path(get, path = "/unified/ci-cd/variables/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
+    params(("id" = String, Path), ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query)),
+    responses((status = 200, description = "the variable", body = cigate_core::model::Variable)))]
+pub async fn get_variable(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> ApiResult<Response> {
+    let target = Target::load(&state, &caller, &query).await?;
+    match target.writes()?.get_variable(&target.scope, &id).await {
+        Ok(found) => record_response(StatusCode::OK, found, &query),
+        Err(err) => Err(target.fail(&state, &caller, err).await),
+    }
+}
+
+#[utoipa::path(post, path = "/unified/ci-cd/variables", tag = "unified ci-cd writes", security(("api_token" = [])),
+    params(("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
+        ("project" = Option<String>, Query), ("workflow" = Option<String>, Query),
+        ("Idempotency-Key" = Option<String>, Header)),
+    request_body = VariableInput,
+    responses((status = 201, description = "the new variable (no value when encrypted)", body = cigate_core::model::Variable)))]
+pub async fn create_variable(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: QueryPairs,
+    ApiJson(input): ApiJson<VariableInput>,
+) -> ApiResult<Response> {
+    input.validate(true).map_err(invalid)?;
+    let target = Target::load(&state, &caller, &query).await?;
+    match target
+        .writes()?
+        .create_variable(&target.scope, &input)
+        .await
+    {
+        Ok(found) => record_response(StatusCode::CREATED, found, &query),
+        Err(err) => Err(target.fail(&state, &caller, err).await),
+    }
+}
+
+#[utoipa::path(patch, path = "/unified/ci-cd/variables/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
+    params(("id" = String, Path), ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
+        ("Idempotency-Key" = Option<String>, Header)),
+    request_body = VariableInput,
+    responses((status = 200, description = "the variable after the change", body = cigate_core::model::Variable)))]
+pub async fn update_variable(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    query: QueryPairs,
+    ApiJson(input): ApiJson<VariableInput>,
+) -> ApiResult<Response> {
+    input.validate(false).map_err(invalid)?;
+    let target = Target::load(&state, &caller, &query).await?;
+    match target
+        .writes()?
+        .update_variable(&target.scope, &id, &input)
+        .await
+    {
+        Ok(found) => record_response(StatusCode::OK, found, &query),
+        Err(err) => Err(target.fail(&state, &caller, err).await),
+    }
+}
+
+#[utoipa::path(delete, path = "/unified/ci-cd/variables/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
+    params(("id" = String, Path), ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query)),
+    responses((status = 204, description = "deleted")))]
+pub async fn delete_variable(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> ApiResult<StatusCode> {
+    let target = Target::load(&state, &caller, &query).await?;
+    match target.writes()?.delete_variable(&target.scope, &id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(err) => Err(target.fail(&state, &caller, err).await),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cigate_core::model::Job;
+
+    fn step(id: &str, status: &str, lines: &[&str]) -> JobLog {
+        JobLog {
+            step: format!("step {id}"),
+            step_id: id.into(),
+            status: Some(status.into()),
+            conclusion: (status == "completed").then(|| "passed".into()),
+            lines: lines.iter().map(|l| (*l).to_owned()).collect(),
+        }
+    }
+
+    fn logs(status: &str, steps: Vec<JobLog>) -> JobLogs {
+        JobLogs {
+            job: Job {
+                id: "7".into(),
+                status: Some(status.into()),
+                ..Default::default()
+            },
+            steps,
+        }
+    }
+
+    #[test]
+    fn text_has_a_header_per_step() {
+        let text = render_text(
+            "7",
+            &logs(
+                "completed",
+                vec![
+                    step("a", "completed", &["one", "two\n"]),
+                    step("b", "completed", &[]),
+                ],
+            ),
+        );
+        assert!(text.starts_with("# Job 7: completed\n"), "{text}");
+        assert!(text.contains("## Step 1/2: step a [completed, passed]\none\ntwo\n"));
+        assert!(text.contains("## Step 2/2: step b [completed, passed]\n"));
+    }
+
+    #[test]
+    fn follow_writes_only_new_lines_and_headers_once() {
+        let mut shown = Vec::new();
+        let first = Follower::delta(
+            &logs(
+                "in_progress",
+                vec![step("a", "in_progress", &["one"]), step("b", "queued", &[])],
+            ),
+            &mut shown,
+        );
+        assert_eq!(first, "\n## Step 1/2: step a\none\n");
+        let second = Follower::delta(
+            &logs(
+                "in_progress",
+                vec![
+                    step("a", "completed", &["one", "two"]),
+                    step("b", "in_progress", &["x"]),
+                ],
+            ),
+            &mut shown,
+        );
+        assert_eq!(second, "two\n\n## Step 2/2: step b\nx\n");
+        assert!(shown[0].1.done);
+        // A skipped (unfetched) finished step is not repeated.
+        let third = Follower::delta(
+            &logs(
+                "completed",
+                vec![
+                    step("a", "completed", &[]),
+                    step("b", "completed", &["x", "y"]),
+                ],
+            ),
+            &mut shown,
+        );
+        assert_eq!(third, "y\n");
+    }
+}
