@@ -36,6 +36,15 @@ pub enum ApiError {
         message: String,
         body: Value,
     },
+    /// Buddy refused for lack of a token scope: a remote error that names the scopes, so
+    /// the caller knows what to grant instead of guessing from Buddy's wording.
+    #[error("the account's token lacks the scope {} that this request needs (Buddy said: {message})", .scopes.join(", "))]
+    MissingScope {
+        status: u16,
+        message: String,
+        body: Value,
+        scopes: Vec<String>,
+    },
     /// Buddy refused the credential being linked: nothing was stored.
     #[error("Buddy refused the credential: {message}")]
     CredentialRejected {
@@ -119,7 +128,9 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Remote { status, .. } => remote_status(*status),
+            Self::Remote { status, .. } | Self::MissingScope { status, .. } => {
+                remote_status(*status)
+            }
             Self::Conflict { .. } | Self::IdempotencyInProgress => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
@@ -140,7 +151,7 @@ impl ApiError {
             Self::Validation(_) => "/problems/validation-failed",
             Self::PayloadTooLarge => "/problems/payload-too-large",
             Self::InvalidCursor(_) => "/problems/invalid-cursor",
-            Self::Remote { .. } => "/problems/remote-error",
+            Self::Remote { .. } | Self::MissingScope { .. } => "/problems/remote-error",
             Self::CredentialRejected { .. } => "/problems/credential-rejected",
             Self::Conflict { .. } => "/problems/conflict",
             Self::IdempotencyKeyReused => "/problems/idempotency-key-reused",
@@ -183,6 +194,17 @@ impl IntoResponse for ApiError {
         match self {
             Self::MissingParameter { missing, .. } => {
                 body["details"] = json!({ "missing_required_query_parameters": missing });
+            }
+            Self::MissingScope {
+                status: upstream,
+                body: raw,
+                scopes,
+                ..
+            } => {
+                body["details"] = json!({ "missing_scopes": scopes });
+                body["truto_is_remote_error"] = Value::Bool(true);
+                body["remote_status"] = json!(upstream);
+                body["raw_response"] = raw;
             }
             Self::Remote {
                 status: upstream,
@@ -254,7 +276,18 @@ impl From<ProviderError> for ApiError {
                 status,
                 message,
                 body,
-                ..
+                missing_scope: Some(scope),
+            } => Self::MissingScope {
+                status,
+                message,
+                body,
+                scopes: vec![scope],
+            },
+            ProviderError::Upstream {
+                status,
+                message,
+                body,
+                missing_scope: None,
             } => Self::Remote {
                 status,
                 message,
