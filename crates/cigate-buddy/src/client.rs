@@ -18,6 +18,8 @@ use url::Url;
 
 use crate::base_url::{check_url, BaseUrlError, PolicyResolver, UpstreamPolicy};
 use crate::error::{message_from_value, parse_error_body, BuddyError};
+use crate::governor::{Governor, GovernorConfig, GovernorRegistry};
+use crate::retry::{Counters, Pipeline, RetryPolicy, UpstreamStats};
 
 /// Sent on every call so Buddy (and operators reading its logs) can tell us apart.
 pub const USER_AGENT: &str = concat!("cigate/", env!("CARGO_PKG_VERSION"));
@@ -41,6 +43,10 @@ pub struct HttpPoolConfig {
     pub read_timeout: Duration,
     /// Largest JSON body read into memory.
     pub max_body_bytes: usize,
+    /// Spacing of calls per account by Buddy's rate-limit headers.
+    pub governor: GovernorConfig,
+    /// Retries of idempotent calls (and of rate-limited ones) inside the call's budget.
+    pub retry: RetryPolicy,
 }
 
 impl Default for HttpPoolConfig {
@@ -50,17 +56,23 @@ impl Default for HttpPoolConfig {
             request_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024 * 1024,
+            governor: GovernorConfig::default(),
+            retry: RetryPolicy::default(),
         }
     }
 }
 
 /// The process-wide connection pool to every Buddy host, built once by the server so
-/// all accounts share connections, TLS sessions and the connect-time SSRF resolver.
+/// all accounts share connections, TLS sessions and the connect-time SSRF resolver. It
+/// also holds one rate governor per account, so every [`BuddyClient`] of an account
+/// (unified, proxy and custom calls alike) draws on the same budget.
 #[derive(Debug, Clone)]
 pub struct HttpPool {
     http: reqwest::Client,
     policy: UpstreamPolicy,
     config: HttpPoolConfig,
+    governors: Arc<GovernorRegistry>,
+    counters: Arc<Counters>,
 }
 
 impl HttpPool {
@@ -89,6 +101,8 @@ impl HttpPool {
             http,
             policy,
             config,
+            governors: Arc::new(GovernorRegistry::new(config.governor)),
+            counters: Arc::default(),
         })
     }
 
@@ -98,6 +112,11 @@ impl HttpPool {
 
     pub fn config(&self) -> HttpPoolConfig {
         self.config
+    }
+
+    /// Counters of every upstream call made through this pool, for `/metrics`.
+    pub fn stats(&self) -> UpstreamStats {
+        self.counters.snapshot()
     }
 }
 
@@ -202,12 +221,16 @@ pub struct BuddyClient {
     token: Arc<Secret>,
     timeout: Duration,
     max_body_bytes: usize,
+    governor: Arc<Governor>,
+    counters: Arc<Counters>,
+    retry: RetryPolicy,
 }
 
 impl BuddyClient {
     /// `base_url` should have passed [`crate::base_url::validate_base_url`]; the policy
     /// is enforced again on every request and connection regardless.
     pub fn new(pool: &HttpPool, base_url: Url, token: Secret) -> Self {
+        let governor = pool.governors.governor(base_url.as_str(), token.expose());
         Self {
             http: pool.http.clone(),
             policy: pool.policy,
@@ -215,6 +238,9 @@ impl BuddyClient {
             token: Arc::new(token),
             timeout: pool.config.request_timeout,
             max_body_bytes: pool.config.max_body_bytes,
+            governor,
+            counters: Arc::clone(&pool.counters),
+            retry: pool.config.retry,
         }
     }
 
@@ -232,6 +258,11 @@ impl BuddyClient {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The account's rate governor (shared with every client of the account).
+    pub fn governor(&self) -> &Arc<Governor> {
+        &self.governor
     }
 
     /// `GET path?query`, 2xx parsed as JSON, anything else as [`BuddyError::Api`].
@@ -277,8 +308,9 @@ impl BuddyClient {
                 builder = builder.json(body);
             }
             let request = builder.build().map_err(map_reqwest)?;
-            let upstream = tokio::time::timeout(self.timeout, async {
-                let response = self.dispatch(request).await?;
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            let upstream = tokio::time::timeout_at(deadline, async {
+                let response = self.dispatch(request, deadline).await?;
                 self.read_upstream(response).await
             })
             .await
@@ -309,7 +341,8 @@ impl BuddyClient {
                 builder = builder.body(body);
             }
             let request = builder.build().map_err(map_reqwest)?;
-            let response = tokio::time::timeout(timeout, self.dispatch(request))
+            let deadline = tokio::time::Instant::now() + timeout;
+            let response = tokio::time::timeout_at(deadline, self.dispatch(request, deadline))
                 .await
                 .map_err(|_| BuddyError::Timeout)??;
             tracing::Span::current()
@@ -413,11 +446,22 @@ impl BuddyClient {
     }
 
     /// The single exit to the network. Re-checks the URL (IP literals bypass the
-    /// connect-time resolver) and maps transport errors. The rate governor and retry
-    /// policy wrap this call.
-    async fn dispatch(&self, request: reqwest::Request) -> Result<reqwest::Response, BuddyError> {
+    /// connect-time resolver), then sends through the account's rate governor with
+    /// retries until `deadline` (see [`crate::retry`]).
+    async fn dispatch(
+        &self,
+        request: reqwest::Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<reqwest::Response, BuddyError> {
         check_url_for_request(request.url(), self.policy)?;
-        self.http.execute(request).await.map_err(map_reqwest)
+        Pipeline {
+            http: &self.http,
+            governor: &self.governor,
+            counters: &self.counters,
+            policy: self.retry,
+        }
+        .send(request, deadline)
+        .await
     }
 
     fn bearer(&self) -> Result<HeaderValue, BuddyError> {
@@ -609,10 +653,12 @@ fn upstream_span(method: &Method, url: &Url) -> tracing::Span {
         server.address = url.host_str().unwrap_or_default(),
         url.path = url.path(),
         http.response.status_code = tracing::field::Empty,
+        retry.count = tracing::field::Empty,
+        governor.wait_ms = tracing::field::Empty,
     )
 }
 
-fn map_reqwest(err: reqwest::Error) -> BuddyError {
+pub(crate) fn map_reqwest(err: reqwest::Error) -> BuddyError {
     match find_source::<BaseUrlError>(&err) {
         // A name that does not resolve is a connection failure, not a refusal.
         Some(unresolvable @ BaseUrlError::Unresolvable(_)) => {
@@ -632,6 +678,15 @@ fn map_reqwest(err: reqwest::Error) -> BuddyError {
     } else {
         BuddyError::Transport(text)
     }
+}
+
+/// A host name that does not resolve: reported as a connect error, but not worth
+/// retrying within one call.
+pub(crate) fn is_unresolvable(err: &reqwest::Error) -> bool {
+    matches!(
+        find_source::<BaseUrlError>(err),
+        Some(BaseUrlError::Unresolvable(_))
+    )
 }
 
 fn find_source<'a, T: std::error::Error + 'static>(

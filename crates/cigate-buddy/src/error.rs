@@ -27,6 +27,11 @@ pub enum BuddyError {
     },
     #[error("Buddy did not answer in time")]
     Timeout,
+    /// The account's Buddy rate limit leaves no turn before the call's deadline, either
+    /// by the governor's estimate or because Buddy answered 429 and the reset is later
+    /// than the deadline. Answer 429 with `Retry-After: retry_after` (rounded up).
+    #[error("Buddy's rate limit for this account is spent; retry after {}s", retry_after.as_secs_f64().ceil())]
+    RateLimited { retry_after: std::time::Duration },
     #[error("could not connect to Buddy: {0}")]
     Connect(String),
     #[error("transport error talking to Buddy: {0}")]
@@ -72,7 +77,7 @@ impl BuddyError {
     /// some Buddy versions).
     pub fn is_rate_limited(&self) -> bool {
         match self {
-            BuddyError::Api { status: 429, .. } => true,
+            BuddyError::Api { status: 429, .. } | BuddyError::RateLimited { .. } => true,
             BuddyError::Api {
                 status: 403,
                 message,
@@ -90,7 +95,7 @@ impl BuddyError {
     pub fn is_transient(&self) -> bool {
         match self {
             BuddyError::Api { status, .. } => matches!(status, 502..=504) || self.is_rate_limited(),
-            BuddyError::Timeout | BuddyError::Connect(_) => true,
+            BuddyError::Timeout | BuddyError::Connect(_) | BuddyError::RateLimited { .. } => true,
             _ => false,
         }
     }
@@ -266,6 +271,12 @@ mod tests {
         assert!(api(403, "Rate limit exceeded.").is_rate_limited());
         assert!(!api(403, "API is disabled in this workspace.").is_rate_limited());
         assert!(!BuddyError::Timeout.is_rate_limited());
+        let limited = BuddyError::RateLimited {
+            retry_after: std::time::Duration::from_millis(1500),
+        };
+        assert!(limited.is_rate_limited() && limited.is_transient());
+        assert_eq!(limited.status(), None);
+        assert!(limited.to_string().contains("retry after 2s"), "{limited}");
         assert!(api(503, "x").is_transient());
         assert!(!api(500, "x").is_transient());
         assert!(api(401, "x").is_unauthorized());

@@ -4,8 +4,10 @@
 pub mod base_url;
 pub mod client;
 pub mod error;
+pub mod governor;
 pub mod mapping;
 pub mod provider;
+pub mod retry;
 pub mod wire;
 
 pub use provider::BuddyProvider;

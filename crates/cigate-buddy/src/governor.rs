@@ -1,0 +1,844 @@
+//! The per-account rate governor: learns Buddy's budget from `X-Rate-Limit-Remaining` and
+//! `X-Rate-Limit-Reset` and spaces calls so the budget lasts until the reset, so callers
+//! do not see Buddy's 429s.
+//!
+//! How it spaces: each call reserves one unit of the remaining budget (so 20 concurrent
+//! callers cannot all pass when 3 units are left) and gets a send time on an even
+//! schedule spreading what is left over the time until the reported reset (a GCRA:
+//! calls may run ahead of the schedule by [`GovernorConfig::burst_percent`] of the time
+//! left, so a short burst, e.g. a few pages of a list, is not slowed down). When nothing
+//! is left, calls wait for the reset plus [`GovernorConfig::reset_margin`] (Buddy sends
+//! the reset in whole seconds, so the real reset may be up to a second later) plus a
+//! little jitter. `X-Rate-Limit-Limit` is ignored (Buddy's samples send 1).
+//!
+//! Learning the reset's phase ([`GovernorConfig::learn_reset_phase`]): the margin costs
+//! up to a second per window, 20 % of a 5 s window. When an answer reports a new window
+//! with `remaining` one below the largest budget seen, our request opened that window;
+//! if the window lasts whole seconds from its first request (the simulator does; a
+//! window aligned to the clock ends at the reported second, earlier still), it ends at
+//! `reset + frac(t)` with `t` when Buddy counted that request, which lies between our
+//! send and its answer. So when both fall in the same second, the window is taken to
+//! renew at `reset + frac(answer) + 50 ms` instead of `reset + margin`. A 429 in a
+//! window renewed that way turns the learning off for good (Buddy's windows are not
+//! like that), and the margin applies again.
+//!
+//! Every response corrects the estimate: the customer's own scripts may spend the same
+//! token's budget, so the lowest remaining reported for a window wins (minus our calls
+//! still in flight, which Buddy may not have counted yet).
+//!
+//! Until the first response of a window nothing is known; up to
+//! [`GovernorConfig::unknown_burst`] calls go out at once and the rest wait for their
+//! answers.
+//!
+//! State is per process. Several cigate instances sharing one account each keep their
+//! own governor, but every response reports the *shared* remaining budget, so each
+//! instance sees the others' spending one response later and they converge. The
+//! trade-off: between two responses, N instances may each spend what they believe is
+//! left, so near the end of a window the overshoot is at most one reservation per
+//! in-flight call per instance; Buddy answers those with 429 (not executed), which the
+//! retry layer absorbs by waiting for the reset. Sharing state through the store would
+//! remove that at the cost of a store round-trip per upstream call.
+//!
+//! Clocks: the reset is compared with this host's wall clock, which is assumed to be
+//! NTP-synchronised with Buddy's. If ours runs ahead, a window looks over early; a
+//! response that still reports a past reset re-arms the wait for one margin, and a 429
+//! is then absorbed as above.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::client::RateLimitHeaders;
+use crate::error::BuddyError;
+
+/// Tunables of the governor. Integers so [`crate::client::HttpPoolConfig`] stays `Eq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GovernorConfig {
+    /// Added to the reported reset before a spent window counts as renewed (1 s: the
+    /// reset is whole seconds).
+    pub reset_margin: Duration,
+    /// Upper bound of the random delay added to waits for a reset, so waiting callers
+    /// do not arrive together (200 ms).
+    pub reset_jitter: Duration,
+    /// How far a caller may run ahead of the even schedule, in percent of the time left
+    /// until the reset (10 %).
+    pub burst_percent: u8,
+    /// Budget left unspent in each window, in percent of the largest budget seen, for
+    /// the customer's own use of the token (2 %: 20 of 1,000; 1 of 60; 0 of 20).
+    pub reserve_percent: u8,
+    /// Calls allowed in flight while the budget is unknown (4).
+    pub unknown_burst: u32,
+    /// Learn when windows really renew instead of always adding the margin (see the
+    /// module documentation).
+    pub learn_reset_phase: bool,
+}
+
+impl Default for GovernorConfig {
+    fn default() -> Self {
+        Self {
+            reset_margin: Duration::from_secs(1),
+            reset_jitter: Duration::from_millis(100),
+            burst_percent: 10,
+            reserve_percent: 2,
+            unknown_burst: 4,
+            learn_reset_phase: true,
+        }
+    }
+}
+
+/// Source of wall-clock time, to turn Buddy's reset (Unix seconds) into an [`Instant`].
+/// Injectable so tests can run on Tokio's paused clock.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Seconds since the Unix epoch.
+    fn unix_now(&self) -> f64;
+}
+
+/// The host's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn unix_now(&self) -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+}
+
+/// A wall clock that follows Tokio's clock from a fixed starting point: under
+/// `tokio::time::pause()` it moves only with `advance`, which makes governor tests exact.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    unix_at_start: f64,
+    start: Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(unix_seconds: f64) -> Self {
+        Self {
+            unix_at_start: unix_seconds,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn unix_now(&self) -> f64 {
+        self.unix_at_start + self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// What the governor currently believes, for response headers and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GovernorSnapshot {
+    /// Units we may still spend in the current window (after reservations), if known.
+    pub remaining: Option<u64>,
+    /// Buddy's reported reset of the current window (Unix seconds), if known.
+    pub reset: Option<i64>,
+    /// Calls sent or about to be sent that have not been answered.
+    pub in_flight: u64,
+    /// Largest budget seen in a window (`remaining + 1` of a first response).
+    pub learned_budget: u64,
+}
+
+/// One account's rate governor; shared by every client of the account (see
+/// [`GovernorRegistry`]).
+#[derive(Debug)]
+pub struct Governor {
+    config: GovernorConfig,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+    /// Woken on every answer, for callers waiting while the budget is unknown.
+    answered: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    window: Option<Window>,
+    in_flight: u64,
+    unknown_in_flight: u64,
+    learned_budget: u64,
+    /// GCRA's theoretical arrival time of the next call.
+    tat: Instant,
+    /// A 429 without a usable reset: nothing goes out before this.
+    blocked_until: Option<Instant>,
+    /// Windows seen so far; the phase is learned from the second on.
+    windows_seen: u64,
+    /// Turned off by a 429 in a window whose renewal was estimated from its phase.
+    phase_learning: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    reset_unix: i64,
+    /// The reported reset on our clock.
+    reset_at: Instant,
+    /// When the window certainly renewed: reset + margin.
+    renew_at: Instant,
+    /// Remaining budget minus our reservations since the last answer.
+    remaining: i64,
+    /// `renew_at` comes from the learned phase, not the margin.
+    phased: bool,
+}
+
+/// Added to a phase-based renewal for clock granularity and conversion error.
+const PHASE_SLACK: f64 = 0.05;
+
+/// What one caller should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// A unit is reserved; send at this time.
+    Go { at: Instant, window: Option<i64> },
+    /// Nothing left: try again at this time.
+    WaitUntil(Instant),
+    /// Budget unknown and enough calls in flight: wait for an answer.
+    WaitForAnswer,
+    /// The earliest send time is past the caller's deadline.
+    TooLate(Instant),
+}
+
+/// A reserved unit of budget. Hand it back through [`Governor::observe`] with the
+/// answer; dropped without an answer, it frees its slot (and its unit, if the request
+/// was never sent).
+#[derive(Debug)]
+pub struct Permit {
+    governor: Arc<Governor>,
+    window: Option<i64>,
+    sent: bool,
+    sent_at: Option<Instant>,
+    done: bool,
+}
+
+impl Permit {
+    /// The request is about to leave: from now on its unit counts as spent.
+    pub fn mark_sent(&mut self) {
+        self.sent = true;
+        self.sent_at = Some(Instant::now());
+    }
+
+    /// The request never left after all (a connect failure): its unit is handed back.
+    pub fn mark_unsent(&mut self) {
+        self.sent = false;
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done {
+            self.governor.release(self.window, !self.sent);
+        }
+    }
+}
+
+impl Governor {
+    pub fn new(config: GovernorConfig) -> Arc<Self> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(config: GovernorConfig, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            clock,
+            state: Mutex::new(State {
+                window: None,
+                in_flight: 0,
+                unknown_in_flight: 0,
+                learned_budget: 0,
+                tat: Instant::now(),
+                blocked_until: None,
+                windows_seen: 0,
+                phase_learning: config.learn_reset_phase,
+            }),
+            answered: Notify::new(),
+        })
+    }
+
+    pub fn config(&self) -> GovernorConfig {
+        self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent at every await-free step, so a poisoned lock
+        // (a panic elsewhere) is safe to keep using.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn snapshot(&self) -> GovernorSnapshot {
+        let st = self.lock();
+        let live = st.window.filter(|w| Instant::now() < w.renew_at);
+        GovernorSnapshot {
+            remaining: live.map(|w| w.remaining.max(0) as u64),
+            reset: live.map(|w| w.reset_unix),
+            in_flight: st.in_flight,
+            learned_budget: st.learned_budget,
+        }
+    }
+
+    /// Nothing learned is worth keeping (no call in flight, no live window): the
+    /// registry may forget this governor.
+    pub fn is_idle(&self) -> bool {
+        let st = self.lock();
+        let now = Instant::now();
+        st.in_flight == 0
+            && st.window.is_none_or(|w| now >= w.renew_at)
+            && st.blocked_until.is_none_or(|b| now >= b)
+    }
+
+    /// Waits for this call's turn and reserves a unit of budget. When the turn comes
+    /// after `deadline`, returns [`BuddyError::RateLimited`] at once instead of waiting.
+    pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Permit, BuddyError> {
+        loop {
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            let now = Instant::now();
+            let decision = self.decide(now, deadline);
+            match decision {
+                Decision::Go { at, window } => {
+                    // Built before the sleep so a cancelled caller hands its unit back.
+                    let permit = Permit {
+                        governor: Arc::clone(self),
+                        window,
+                        sent: false,
+                        sent_at: None,
+                        done: false,
+                    };
+                    if at > now {
+                        tokio::time::sleep_until(at).await;
+                    }
+                    return Ok(permit);
+                }
+                Decision::TooLate(at) | Decision::WaitUntil(at) if at > deadline => {
+                    return Err(BuddyError::RateLimited {
+                        retry_after: at.saturating_duration_since(now),
+                    })
+                }
+                Decision::TooLate(at) | Decision::WaitUntil(at) => {
+                    let jitter = self.jitter().min(deadline.saturating_duration_since(at));
+                    tokio::time::sleep_until(at + jitter).await;
+                }
+                Decision::WaitForAnswer => {
+                    if tokio::time::timeout_at(deadline, answered).await.is_err() {
+                        return Err(BuddyError::RateLimited {
+                            retry_after: self.config.reset_margin,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn jitter(&self) -> Duration {
+        let max = self.config.reset_jitter.as_millis() as u64;
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(rand::thread_rng().gen_range(0..=max))
+    }
+
+    fn decide(&self, now: Instant, deadline: Instant) -> Decision {
+        let mut st = self.lock();
+        if let Some(until) = st.blocked_until {
+            if now < until {
+                return Decision::WaitUntil(until);
+            }
+            st.blocked_until = None;
+        }
+        if st.window.is_some_and(|w| now >= w.renew_at) {
+            st.window = None;
+        }
+        let reserve = st.learned_budget * u64::from(self.config.reserve_percent) / 100;
+        let tat = st.tat;
+        let Some(window) = st.window.as_mut() else {
+            if st.unknown_in_flight < u64::from(self.config.unknown_burst.max(1)) {
+                st.unknown_in_flight += 1;
+                st.in_flight += 1;
+                return Decision::Go {
+                    at: now,
+                    window: None,
+                };
+            }
+            return Decision::WaitForAnswer;
+        };
+        let available = window.remaining - reserve as i64;
+        if available <= 0 {
+            return Decision::WaitUntil(window.renew_at);
+        }
+        // Spread what is left evenly over [base, reset]; run ahead by at most `tau`.
+        let base = tat.max(now).min(window.reset_at.max(now));
+        let left = window.reset_at.saturating_duration_since(base);
+        let interval = left / available.min(i64::from(u32::MAX)) as u32;
+        let tau = window.reset_at.saturating_duration_since(now)
+            * u32::from(self.config.burst_percent)
+            / 100;
+        let at = base.checked_sub(tau).unwrap_or(now).max(now);
+        if at > deadline {
+            return Decision::TooLate(at);
+        }
+        window.remaining -= 1;
+        let reset_unix = window.reset_unix;
+        st.tat = base + interval;
+        st.in_flight += 1;
+        Decision::Go {
+            at,
+            window: Some(reset_unix),
+        }
+    }
+
+    fn release(&self, window: Option<i64>, unsent: bool) {
+        let mut st = self.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        if window.is_none() {
+            st.unknown_in_flight = st.unknown_in_flight.saturating_sub(1);
+        }
+        if unsent {
+            if let (Some(w), Some(reset)) = (st.window.as_mut(), window) {
+                if w.reset_unix == reset {
+                    w.remaining += 1;
+                }
+            }
+        }
+        drop(st);
+        self.answered.notify_waiters();
+    }
+
+    /// Learns from Buddy's answer to the call that held `permit`. `rate_limited`: Buddy
+    /// refused it for the budget (429, or 403 "Rate limit exceeded."); `retry_after`:
+    /// its `Retry-After`, if any.
+    pub fn observe(
+        &self,
+        mut permit: Permit,
+        headers: &RateLimitHeaders,
+        rate_limited: bool,
+        retry_after: Option<Duration>,
+    ) {
+        permit.done = true;
+        let now = Instant::now();
+        let unix_now = self.clock.unix_now();
+        let mut st = self.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        if permit.window.is_none() {
+            st.unknown_in_flight = st.unknown_in_flight.saturating_sub(1);
+        }
+        match (headers.remaining, headers.reset) {
+            (Some(remaining), Some(reset_unix)) => {
+                if rate_limited && st.window.is_some_and(|w| w.phased) {
+                    st.phase_learning = false;
+                }
+                // Our request opened this window if it left one below the full budget.
+                let opened_window = !rate_limited
+                    && st.windows_seen > 0
+                    && remaining.saturating_add(1) >= st.learned_budget;
+                if !rate_limited {
+                    st.learned_budget = st.learned_budget.max(remaining.saturating_add(1));
+                }
+                // Our other calls in flight may not be counted in `remaining` yet.
+                let candidate = if rate_limited {
+                    0
+                } else {
+                    (remaining.min(i64::MAX as u64) as i64) - st.in_flight as i64
+                };
+                let sent_unix = permit
+                    .sent_at
+                    .map(|at| unix_now - now.saturating_duration_since(at).as_secs_f64());
+                let phase = sent_unix
+                    .filter(|sent| {
+                        st.phase_learning && opened_window && sent.floor() == unix_now.floor()
+                    })
+                    .map(|_| unix_now.fract() + PHASE_SLACK);
+                let at_unix = |unix: f64| now + Duration::from_secs_f64((unix - unix_now).max(0.0));
+                let fresh = match phase {
+                    Some(fract) => {
+                        let renew_at = at_unix(reset_unix as f64 + fract);
+                        Window {
+                            reset_unix,
+                            reset_at: renew_at,
+                            renew_at,
+                            remaining: candidate,
+                            phased: true,
+                        }
+                    }
+                    None => {
+                        let reset_at = at_unix(reset_unix as f64);
+                        Window {
+                            reset_unix,
+                            reset_at,
+                            renew_at: reset_at + self.config.reset_margin,
+                            remaining: candidate,
+                            phased: false,
+                        }
+                    }
+                };
+                match st.window.as_mut() {
+                    // An answer from a window we already left behind.
+                    Some(w) if reset_unix < w.reset_unix => {}
+                    Some(w) if reset_unix == w.reset_unix => {
+                        w.remaining = w.remaining.min(candidate);
+                        if rate_limited {
+                            w.renew_at = w.renew_at.max(fresh.renew_at);
+                            w.phased = false;
+                        }
+                    }
+                    _ => {
+                        st.window = Some(fresh);
+                        st.windows_seen += 1;
+                        st.tat = now;
+                    }
+                }
+                if let (true, Some(after)) = (rate_limited, retry_after) {
+                    let until = now + after;
+                    st.blocked_until = Some(st.blocked_until.map_or(until, |b| b.max(until)));
+                }
+            }
+            _ if rate_limited => {
+                let until = now + retry_after.unwrap_or(self.config.reset_margin);
+                st.blocked_until = Some(st.blocked_until.map_or(until, |b| b.max(until)));
+            }
+            _ => {}
+        }
+        drop(st);
+        self.answered.notify_waiters();
+    }
+}
+
+/// The governors of one process, one per account, keyed by base URL and a fingerprint
+/// of the token (never the token itself), so every client of an account shares one.
+#[derive(Debug, Default)]
+pub struct GovernorRegistry {
+    config: GovernorConfig,
+    governors: Mutex<HashMap<(String, String), Arc<Governor>>>,
+}
+
+impl GovernorRegistry {
+    pub fn new(config: GovernorConfig) -> Self {
+        Self {
+            config,
+            governors: Mutex::default(),
+        }
+    }
+
+    /// The account's governor, created on first use. Creating one forgets idle
+    /// governors nobody else holds, so rotated tokens do not accumulate.
+    pub fn governor(&self, base_url: &str, token: &str) -> Arc<Governor> {
+        let key = (base_url.to_owned(), token_fingerprint(token));
+        let mut map = self.governors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = map.get(&key) {
+            return Arc::clone(g);
+        }
+        map.retain(|_, g| Arc::strong_count(g) > 1 || !g.is_idle());
+        let g = Governor::new(self.config);
+        map.insert(key, Arc::clone(&g));
+        g
+    }
+
+    pub fn len(&self) -> usize {
+        self.governors.lock().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// First 16 hex digits of the token's SHA-256: tells accounts apart without keeping
+/// the token in another place.
+pub fn token_fingerprint(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: f64 = 1_700_000_000.0;
+
+    fn cfg() -> GovernorConfig {
+        GovernorConfig {
+            reset_jitter: Duration::ZERO,
+            burst_percent: 0,
+            reserve_percent: 0,
+            learn_reset_phase: false,
+            ..GovernorConfig::default()
+        }
+    }
+
+    fn governor(config: GovernorConfig) -> Arc<Governor> {
+        Governor::with_clock(config, Arc::new(TokioClock::starting_at(T0)))
+    }
+
+    fn headers(remaining: u64, reset: i64) -> RateLimitHeaders {
+        RateLimitHeaders {
+            limit: Some(1),
+            remaining: Some(remaining),
+            reset: Some(reset),
+        }
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    /// Sends one call and answers it with `remaining`/`reset`; returns when it went out.
+    async fn call(g: &Arc<Governor>, remaining: u64, reset: i64) -> Duration {
+        let start = Instant::now();
+        let mut p = g.acquire(far()).await.unwrap();
+        let waited = start.elapsed();
+        p.mark_sent();
+        g.observe(p, &headers(remaining, reset), false, None);
+        waited
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spreads_the_remaining_budget_evenly_until_the_reset() {
+        let g = governor(cfg());
+        let reset = T0 as i64 + 10;
+        // The first call is free and teaches 10 left for 10 s: one per second.
+        assert_eq!(call(&g, 10, reset).await, Duration::ZERO);
+        let t0 = Instant::now();
+        let mut sent = Vec::new();
+        for left in (0..10).rev() {
+            call(&g, left, reset).await;
+            sent.push(t0.elapsed().as_millis());
+        }
+        assert_eq!(
+            sent,
+            vec![0, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000]
+        );
+        // Spent: the next call waits for the reset plus the 1 s margin.
+        let waited = call(&g, 9, reset + 10).await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(11));
+        assert_eq!(waited, Duration::from_secs(2));
+    }
+
+    /// Within 2 ms: Unix seconds as `f64` and Tokio's millisecond timer round a little.
+    fn assert_near(elapsed: Duration, expected_ms: i128) {
+        let diff = elapsed.as_millis() as i128 - expected_ms;
+        assert!(diff.abs() <= 2, "{elapsed:?} vs {expected_ms} ms");
+    }
+
+    /// Spends a window of `budget` reported as ending at `reset`, answering each call
+    /// after `rtt`.
+    async fn spend_window(g: &Arc<Governor>, budget: u64, reset: i64, rtt: Duration) {
+        for left in (0..budget).rev() {
+            let mut p = g.acquire(far()).await.unwrap();
+            p.mark_sent();
+            tokio::time::sleep(rtt).await;
+            g.observe(p, &headers(left, reset), false, None);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn learns_when_windows_really_renew() {
+        let start = Instant::now();
+        let g = governor(GovernorConfig {
+            learn_reset_phase: true,
+            ..cfg()
+        });
+        let rtt = Duration::from_millis(300);
+        // First window: nothing to learn from, so reset (4 s) + 1 s margin.
+        spend_window(&g, 10, T0 as i64 + 4, rtt).await;
+        let mut p = g.acquire(far()).await.unwrap();
+        assert_near(start.elapsed(), 5000);
+        // Our call opens the next window (9 left of 10), answered 300 ms later: the
+        // window renews at 9 s + 0.3 s + slack, not at 10 s.
+        p.mark_sent();
+        tokio::time::sleep(rtt).await;
+        g.observe(p, &headers(9, T0 as i64 + 9), false, None);
+        spend_window(&g, 9, T0 as i64 + 9, Duration::ZERO).await;
+        drop(g.acquire(far()).await.unwrap());
+        assert_near(start.elapsed(), 9350);
+        // A 429 in such a window turns the learning off.
+        let mut p = g.acquire(far()).await.unwrap();
+        p.mark_sent();
+        g.observe(p, &headers(9, T0 as i64 + 14), false, None);
+        let p = g.acquire(far()).await.unwrap();
+        g.observe(p, &headers(0, T0 as i64 + 14), true, None);
+        drop(g.acquire(far()).await.unwrap());
+        assert_near(start.elapsed(), 15000);
+        assert!(!g.lock().phase_learning);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_reserve_and_never_overspend() {
+        let g = governor(cfg());
+        call(&g, 3, T0 as i64 + 6).await;
+        let t0 = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let g = Arc::clone(&g);
+            tasks.push(tokio::spawn(async move {
+                // Permits are held (never answered) so nothing is learned meanwhile.
+                let p = g.acquire(t0 + Duration::from_secs(10)).await.ok()?;
+                Some((t0.elapsed(), p))
+            }));
+        }
+        let mut times = Vec::new();
+        let mut held = Vec::new();
+        for t in tasks {
+            if let Some((at, p)) = t.await.unwrap() {
+                times.push(at);
+                held.push(p);
+            }
+        }
+        times.sort();
+        // 3 left for 6 s: one every 2 s, nobody else before the renewal at 7 s.
+        assert_eq!(
+            &times[..3],
+            &[0, 2, 4].map(Duration::from_secs),
+            "{times:?}"
+        );
+        // After the renewal only the unknown-budget burst goes out before an answer;
+        // the rest give up at their deadline.
+        assert_eq!(times.len(), 3 + cfg().unknown_burst as usize, "{times:?}");
+        assert!(times[3..].iter().all(|t| *t == Duration::from_secs(7)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_may_run_ahead_of_the_schedule() {
+        let g = governor(GovernorConfig {
+            burst_percent: 10,
+            ..cfg()
+        });
+        call(&g, 100, T0 as i64 + 100).await;
+        // 10 % of 100 s is 10 s of run-ahead at one call per second: 11 go at once.
+        let t0 = Instant::now();
+        let mut immediate = 0;
+        for left in (0..20).rev() {
+            call(&g, 80 + left, T0 as i64 + 100).await;
+            if t0.elapsed().is_zero() {
+                immediate += 1;
+            }
+        }
+        assert_eq!(immediate, 11);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_correct_the_estimate_downwards() {
+        let start = Instant::now();
+        let g = governor(cfg());
+        call(&g, 50, T0 as i64 + 100).await;
+        // Someone else spent the budget: the next answer says 1 left.
+        call(&g, 1, T0 as i64 + 100).await;
+        assert_eq!(g.snapshot().remaining, Some(1));
+        // A late answer claiming more does not raise it.
+        call(&g, 40, T0 as i64 + 100).await;
+        assert_eq!(g.snapshot().remaining, Some(0));
+        // A new window does; it starts after the old one's reset + margin.
+        call(&g, 40, T0 as i64 + 200).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(101));
+        assert_eq!(g.snapshot().remaining, Some(40));
+        assert_eq!(g.snapshot().reset, Some(T0 as i64 + 200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keeps_a_reserve() {
+        let g = governor(GovernorConfig {
+            reserve_percent: 10,
+            ..cfg()
+        });
+        // Budget 20 learned; 10 % reserve keeps 2 units: only 2 of 4 remaining go out.
+        call(&g, 19, T0 as i64 + 60).await;
+        call(&g, 4, T0 as i64 + 60).await;
+        let p1 = g.acquire(far()).await.unwrap();
+        let p2 = g.acquire(far()).await.unwrap();
+        let e = g.acquire(Instant::now() + Duration::from_secs(1)).await;
+        assert!(matches!(e, Err(BuddyError::RateLimited { .. })), "{e:?}");
+        drop((p1, p2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_past_the_deadline_is_rate_limited_at_once() {
+        let g = governor(cfg());
+        call(&g, 0, T0 as i64 + 30).await;
+        let t0 = Instant::now();
+        let e = g.acquire(t0 + Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        match e {
+            BuddyError::RateLimited { retry_after } => {
+                assert_eq!(retry_after, Duration::from_secs(31))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A spacing slot past the deadline is refused the same way, and not reserved.
+        let g = governor(cfg());
+        call(&g, 2, T0 as i64 + 60).await;
+        let _p = g.acquire(far()).await.unwrap();
+        let e = g.acquire(Instant::now() + Duration::from_secs(1)).await;
+        assert!(
+            matches!(e, Err(BuddyError::RateLimited { retry_after }) if retry_after == Duration::from_secs(30)),
+            "{e:?}"
+        );
+        assert_eq!(g.snapshot().remaining, Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_blocks_until_the_reset_or_retry_after() {
+        let g = governor(cfg());
+        let mut p = g.acquire(far()).await.unwrap();
+        p.mark_sent();
+        g.observe(
+            p,
+            &headers(0, T0 as i64 + 4),
+            true,
+            Some(Duration::from_secs(4)),
+        );
+        assert_eq!(call(&g, 9, T0 as i64 + 20).await, Duration::from_secs(5));
+        // Without headers, Retry-After alone blocks.
+        let g = governor(cfg());
+        let p = g.acquire(far()).await.unwrap();
+        g.observe(
+            p,
+            &RateLimitHeaders::default(),
+            true,
+            Some(Duration::from_secs(3)),
+        );
+        let t0 = Instant::now();
+        drop(g.acquire(far()).await.unwrap());
+        assert_eq!(t0.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_budget_allows_a_small_burst_then_waits_for_an_answer() {
+        let g = governor(cfg());
+        let mut held = Vec::new();
+        for _ in 0..cfg().unknown_burst {
+            held.push(g.acquire(far()).await.unwrap());
+        }
+        let g2 = Arc::clone(&g);
+        let waiter = tokio::spawn(async move { g2.acquire(far()).await.map(drop) });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        let mut first = held.remove(0);
+        first.mark_sent();
+        g.observe(first, &headers(100, T0 as i64 + 1000), false, None);
+        waiter.await.unwrap().unwrap();
+        // An unsent permit hands its unit back.
+        let before = g.snapshot().remaining;
+        drop(g.acquire(far()).await.unwrap());
+        assert_eq!(g.snapshot().remaining, before);
+    }
+
+    #[test]
+    fn registry_shares_per_account_and_hides_the_token() {
+        let r = GovernorRegistry::new(GovernorConfig::default());
+        let a = r.governor("https://api.buddy.works", "tok-a");
+        let a2 = r.governor("https://api.buddy.works", "tok-a");
+        let b = r.governor("https://api.buddy.works", "tok-b");
+        let c = r.governor("https://api.eu.buddy.works", "tok-a");
+        assert!(Arc::ptr_eq(&a, &a2));
+        assert!(!Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, &c));
+        assert_eq!(token_fingerprint("tok-a").len(), 16);
+        assert!(!format!("{r:?}").contains("tok-a"));
+        drop((a, a2, b, c));
+        // Idle and unheld: forgotten when the next account appears.
+        r.governor("https://api.buddy.works", "tok-d");
+        assert_eq!(r.len(), 1);
+    }
+}
