@@ -1,6 +1,8 @@
 //! The `cigate` binary: the production server, the demo, the Buddy simulator and the
 //! operator commands.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -63,6 +65,8 @@ struct StoreArgs {
         default_value = "sqlite://cigate.db"
     )]
     database_url: String,
+    #[arg(long, env = "CIGATE_DATABASE_SCHEMA")]
+    database_schema: Option<String>,
     #[arg(long, env = "CIGATE_MASTER_KEY", hide_env_values = true)]
     master_key: Option<String>,
     #[arg(long, env = "CIGATE_KEY_FILE")]
@@ -72,6 +76,7 @@ struct StoreArgs {
 impl StoreArgs {
     fn server_config(&self) -> cigate_server::ServerConfig {
         let mut config = cigate_server::ServerConfig::for_database(&self.database_url);
+        config.database_schema = self.database_schema.clone();
         config.master_key = self.master_key.clone();
         config.key_file = self.key_file.clone();
         config
@@ -105,6 +110,7 @@ fn init_tracing() {
     // Logs go to stderr so stdout stays clean for values scripts capture.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -118,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
             let store = cigate_server::store::open(&config).await?;
             let state = cigate_server::build_state(config, store).await?;
             let server = cigate_server::start(state).await?;
-            tracing::info!(addr = %server.addr, "cigate listening");
+            tracing::info!(url = %server.base_url(), "cigate listening");
             tokio::select! {
                 result = server.wait() => result.context("server stopped")?,
                 _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),

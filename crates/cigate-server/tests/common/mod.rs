@@ -39,6 +39,15 @@ impl Harness {
     }
 
     pub async fn start_with(backend: Backend, sim_config: SimConfig) -> Option<Harness> {
+        Self::start_configured(backend, sim_config, |_| {}).await
+    }
+
+    /// Like [`Self::start_with`], with the server's configuration adjusted first.
+    pub async fn start_configured(
+        backend: Backend,
+        sim_config: SimConfig,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> Option<Harness> {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = match backend {
             Backend::Sqlite => ServerConfig::for_database(format!(
@@ -57,6 +66,7 @@ impl Harness {
             }
         };
         config.allow_private_upstreams = true;
+        configure(&mut config);
         let sim = cigate_buddy_sim::start(sim_config)
             .await
             .expect("simulator starts");
@@ -131,6 +141,15 @@ impl Harness {
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(Value::Null);
         (status, body)
+    }
+}
+
+/// Stopping the gateway with the harness. Having `Drop` also makes `async move` bodies
+/// capture the whole harness rather than the fields they name, so the temporary
+/// directory (database, key file) lives as long as the test body.
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
     }
 }
 
