@@ -38,6 +38,7 @@ pub async fn require_token(
         .authenticate(token)
         .await?
         .ok_or(ApiError::Unauthorized)?;
+    state.check_token_limit(&api_token.id)?;
     request.extensions_mut().insert(Caller {
         environment_id: api_token.environment_id,
         token_id: api_token.id,

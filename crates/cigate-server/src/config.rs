@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::limits::LimitSetting;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerConfig {
     /// Address to listen on.
@@ -53,6 +55,16 @@ pub struct ServerConfig {
     /// How long an `Idempotency-Key` is remembered, in seconds (24 h).
     #[arg(long, env = "CIGATE_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
     pub idempotency_ttl_secs: u64,
+
+    /// cigate's own limit per API token, `requests/seconds` (e.g. `6000/60`) or `off`.
+    /// Enforced per instance; over it: 429 with `Retry-After`.
+    #[arg(long, env = "CIGATE_TOKEN_RATE_LIMIT", default_value = "off")]
+    pub token_rate_limit: LimitSetting,
+
+    /// cigate's own limit per integrated account on calls that reach Buddy (unified,
+    /// proxy, custom), `requests/seconds` or `off`. Enforced per instance.
+    #[arg(long, env = "CIGATE_ACCOUNT_RATE_LIMIT", default_value = "off")]
+    pub account_rate_limit: LimitSetting,
 }
 
 impl ServerConfig {
@@ -69,6 +81,8 @@ impl ServerConfig {
             body_limit: 1024 * 1024,
             upstream_timeout_ms: 30_000,
             idempotency_ttl_secs: 86_400,
+            token_rate_limit: LimitSetting::default(),
+            account_rate_limit: LimitSetting::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use cigate_buddy::error::BuddyError;
 use cigate_core::ProviderError;
 use cigate_store::StoreError;
 use serde_json::{json, Value};
@@ -54,15 +55,20 @@ pub enum ApiError {
     },
     #[error("Buddy did not answer in time")]
     UpstreamTimeout,
+    /// The account's Buddy budget leaves no turn before the call's deadline.
+    #[error("Buddy's rate limit for this account is spent; retry after {retry_after_secs} s")]
+    UpstreamRateLimited { retry_after_secs: u64 },
+    /// cigate's own limit per API token or per account (`scope` says which).
+    #[error("too many requests for this {scope}; retry after {retry_after_secs} s")]
+    TooManyRequests {
+        scope: &'static str,
+        retry_after_secs: u64,
+    },
+    /// A proxy path that could leave the account's Buddy base URL.
+    #[error("the path cannot be proxied: {0}")]
+    InvalidPath(String),
     #[error("Buddy could not be reached: {0}")]
     UpstreamUnreachable(String),
-    /// The `Idempotency-Key` was first used with another request (method, path, query
-    /// or body).
-    #[error("this Idempotency-Key was used with a different request; use a new key")]
-    IdempotencyKeyReused,
-    /// The first request with this `Idempotency-Key` is still running.
-    #[error("a request with this Idempotency-Key is still in progress; retry later")]
-    IdempotencyInProgress,
     /// Buddy refused a change the object's state does not allow (cancelling a finished
     /// job): 409 with Buddy's reason.
     #[error("{message}")]
@@ -71,6 +77,13 @@ pub enum ApiError {
         message: String,
         body: Value,
     },
+    /// The `Idempotency-Key` was first used with another request (method, path, query
+    /// or body).
+    #[error("this Idempotency-Key was used with a different request; use a new key")]
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still running.
+    #[error("a request with this Idempotency-Key is still in progress; retry later")]
+    IdempotencyInProgress,
     #[error("{0}")]
     Unsupported(String),
     #[error("internal error")]
@@ -97,12 +110,15 @@ impl ApiError {
         }
     }
 
-    /// Nothing happened at Buddy: decided by cigate before any call. An
-    /// `Idempotency-Key` used with it is released so a later retry can run.
+    /// Nothing happened at Buddy: decided by cigate before any call, or refused by a
+    /// rate limit (Buddy refuses those before acting). An `Idempotency-Key` used with it
+    /// is released so a later retry can run.
     pub fn is_local(&self) -> bool {
         matches!(
             self,
             Self::Unauthorized
+                | Self::TooManyRequests { .. }
+                | Self::UpstreamRateLimited { .. }
                 | Self::NotFound(_)
                 | Self::BadRequest { .. }
                 | Self::MissingParameter { .. }
@@ -123,7 +139,8 @@ impl ApiError {
             Self::BadRequest { .. }
             | Self::MissingParameter { .. }
             | Self::InvalidBody(_)
-            | Self::InvalidCursor(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidCursor(_)
+            | Self::InvalidPath(_) => StatusCode::BAD_REQUEST,
             Self::Validation(_) | Self::CredentialRejected { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -135,6 +152,9 @@ impl ApiError {
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamRateLimited { .. } | Self::TooManyRequests { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -158,6 +178,9 @@ impl ApiError {
             Self::IdempotencyInProgress => "/problems/idempotency-key-in-progress",
             Self::Unsupported(_) => "/problems/unsupported",
             Self::UpstreamTimeout => "/problems/upstream-timeout",
+            Self::UpstreamRateLimited { .. } => "/problems/upstream-rate-limited",
+            Self::TooManyRequests { .. } => "/problems/rate-limited",
+            Self::InvalidPath(_) => "/problems/invalid-path",
             Self::UpstreamUnreachable(_) => "/problems/upstream-unreachable",
             Self::Internal(_) => "/problems/internal",
         }
@@ -177,6 +200,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let local = self.is_local();
+        let retry_after = match &self {
+            Self::UpstreamRateLimited { retry_after_secs }
+            | Self::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
         if let Self::Internal(detail) = &self {
             tracing::error!(detail = %detail, "internal error");
         }
@@ -232,6 +262,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if local {
             response
                 .extensions_mut()
@@ -261,6 +296,41 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         Self::Internal(err.to_string())
     }
+}
+
+impl From<BuddyError> for ApiError {
+    fn from(err: BuddyError) -> Self {
+        match err {
+            BuddyError::Api {
+                status,
+                message,
+                body,
+            } => Self::Remote {
+                status,
+                message,
+                body,
+            },
+            BuddyError::Timeout => Self::UpstreamTimeout,
+            BuddyError::RateLimited { retry_after } => Self::UpstreamRateLimited {
+                retry_after_secs: retry_after_secs(retry_after),
+            },
+            BuddyError::InvalidPath(why) => Self::InvalidPath(why),
+            BuddyError::Forbidden(why) => {
+                Self::Validation(format!("the account's `base_url` is not allowed: {why}"))
+            }
+            BuddyError::InvalidCredential => Self::Validation(
+                "the account's credential cannot be sent to Buddy; replace it".into(),
+            ),
+            other @ (BuddyError::Connect(_) | BuddyError::Transport(_) | BuddyError::Decode(_)) => {
+                Self::UpstreamUnreachable(other.to_string())
+            }
+        }
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1 (0 would invite a hot loop).
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 impl From<ProviderError> for ApiError {

@@ -15,6 +15,8 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod state;
@@ -74,6 +76,11 @@ pub async fn build_state(config: ServerConfig, store: Store) -> Result<AppState,
     let cursor_key = store.signing_key("cursor").await?;
     Ok(AppState {
         store,
+        metrics: Arc::new(metrics::Metrics::new(http.clone())),
+        limits: Arc::new(limits::Limits::new(
+            config.token_rate_limit,
+            config.account_rate_limit,
+        )),
         http,
         cursors: Arc::new(CursorCodec::new(&cursor_key)),
         config: Arc::new(config),

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, admin, unified, writes};
+use crate::routes::{accounts, admin, proxy, unified, writes};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -22,6 +22,7 @@ use crate::state::AppState;
         admin::create_api_token, admin::list_api_tokens, admin::delete_api_token,
         accounts::create, accounts::list, accounts::fetch, accounts::update, accounts::remove, accounts::refresh,
         unified::list, unified::fetch,
+        proxy::proxy, proxy::custom,
         writes::run_job, writes::operate, writes::logs, writes::create_workflow, writes::update, writes::remove,
         writes::list_variables, writes::get_variable, writes::create_variable, writes::update_variable, writes::delete_variable,
     ),

@@ -8,6 +8,9 @@ use cigate_core::cursor::CursorCodec;
 use cigate_store::Store;
 
 use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::limits::Limits;
+use crate::metrics::{Metrics, ScopeLabels};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,9 +18,36 @@ pub struct AppState {
     pub http: HttpPool,
     pub cursors: Arc<CursorCodec>,
     pub config: Arc<ServerConfig>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Arc<Limits>,
 }
 
 impl AppState {
+    /// Spends one request of the API token's own limit (429 when spent).
+    pub fn check_token_limit(&self, token_id: &str) -> Result<(), ApiError> {
+        self.count_refusal(self.limits.check_token(token_id), "token")
+    }
+
+    /// Spends one request of the account's own limit (429 when spent); called before
+    /// every unified, proxy or custom call that reaches Buddy.
+    pub fn check_account_limit(&self, account_id: &str) -> Result<(), ApiError> {
+        self.count_refusal(self.limits.check_account(account_id), "account")
+    }
+
+    fn count_refusal(
+        &self,
+        result: Result<(), ApiError>,
+        scope: &'static str,
+    ) -> Result<(), ApiError> {
+        if result.is_err() {
+            self.metrics
+                .limited
+                .get_or_create(&ScopeLabels { scope })
+                .inc();
+        }
+        result
+    }
+
     pub fn upstream_policy(&self) -> UpstreamPolicy {
         UpstreamPolicy {
             allow_private: self.config.allow_private_upstreams,

@@ -2,15 +2,20 @@
 //! status out (Buddy's 401 marks the account, 403 is recorded).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use chrono::Utc;
 use cigate_buddy::client::{BuddyClient, TokenInfo};
 use cigate_buddy::error::BuddyError;
 use cigate_buddy::provider::BuddyProvider;
-use cigate_core::{Provider, ProviderError, Secret};
+use cigate_core::{Provider, ProviderError, RateLimit, Secret};
 use cigate_store::{Account, AccountPatch, AccountStatus, Credential};
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::QueryPairs;
 use crate::state::AppState;
 
 /// Checks the URL against the upstream policy and the token against Buddy. Returns the
@@ -55,18 +60,62 @@ fn transport_error(err: BuddyError) -> ApiError {
     }
 }
 
-/// The provider for one account, with its decrypted credential.
-pub async fn provider_for(
+/// `truto_timeout_ms`: the caller's deadline for this call, retries and rate-limit
+/// waits included (1 ms to 5 min); absent → the server's default.
+pub fn call_timeout(state: &AppState, query: &QueryPairs) -> ApiResult<Duration> {
+    let default = Duration::from_millis(state.config.upstream_timeout_ms);
+    match query.get(TIMEOUT_PARAM) {
+        None => Ok(default),
+        Some(_) => Ok(Duration::from_millis(u64::from(query.int_in(
+            TIMEOUT_PARAM,
+            0,
+            1,
+            300_000,
+        )?))),
+    }
+}
+
+/// The query parameter carrying the caller's per-call deadline (never forwarded).
+pub const TIMEOUT_PARAM: &str = "truto_timeout_ms";
+
+/// An account's Buddy client and the token it carries, so error bodies can be
+/// scrubbed of it before they reach a caller.
+pub struct AccountClient {
+    pub client: BuddyClient,
+    token: Secret,
+}
+
+impl AccountClient {
+    /// Removes the account's token from a Buddy body, should Buddy ever echo it.
+    pub fn scrub(&self, body: Value) -> Value {
+        let token = self.token.expose();
+        if token.len() < 4 {
+            return body;
+        }
+        let text = body.to_string();
+        if !text.contains(token) {
+            return body;
+        }
+        serde_json::from_str(&text.replace(token, "[redacted]"))
+            .unwrap_or(Value::String("[redacted]".into()))
+    }
+}
+
+/// The account's Buddy client: its base URL (checked against the upstream policy) and
+/// its decrypted credential, with the server's default deadline. Spends one request of
+/// the account's own limit, since every caller of this goes on to call Buddy.
+pub async fn account_client(
     state: &AppState,
     caller: &Caller,
     account: &Account,
-) -> ApiResult<Arc<dyn Provider>> {
+) -> ApiResult<AccountClient> {
     if account.integration != "buddy" {
         return Err(ApiError::Validation(format!(
             "integration `{}` is not supported",
             account.integration
         )));
     }
+    state.check_account_limit(&account.id)?;
     let base_url = account
         .context
         .get("base_url")
@@ -88,8 +137,33 @@ pub async fn provider_for(
         Credential::ApiKey { api_key } => api_key,
         Credential::OAuth2 { access_token, .. } => access_token,
     };
-    let client = BuddyClient::new(&state.http, url, token);
-    Ok(Arc::new(BuddyProvider::new(client)))
+    let client = BuddyClient::new(&state.http, url, token.clone())
+        .with_timeout(Duration::from_millis(state.config.upstream_timeout_ms));
+    Ok(AccountClient { client, token })
+}
+
+/// The provider for one account, with its decrypted credential and the server's
+/// default deadline.
+pub async fn provider_for(
+    state: &AppState,
+    caller: &Caller,
+    account: &Account,
+) -> ApiResult<Arc<dyn Provider>> {
+    let timeout = Duration::from_millis(state.config.upstream_timeout_ms);
+    provider_with_timeout(state, caller, account, timeout).await
+}
+
+/// The provider for one account with the call's deadline (see [`call_timeout`]).
+pub async fn provider_with_timeout(
+    state: &AppState,
+    caller: &Caller,
+    account: &Account,
+    timeout: Duration,
+) -> ApiResult<Arc<dyn Provider>> {
+    let account = account_client(state, caller, account).await?;
+    Ok(Arc::new(BuddyProvider::new(
+        account.client.with_timeout(timeout),
+    )))
 }
 
 /// Records what an upstream failure says about the account, then returns the error.
@@ -126,4 +200,25 @@ pub async fn note_failure(
         }
     }
     err.into()
+}
+
+/// `ratelimit-*` headers (IETF draft names) mapped from Buddy's `X-Rate-Limit-*`.
+pub fn rate_limit_headers(rate: Option<&RateLimit>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let Some(rate) = rate else { return headers };
+    let now = Utc::now().timestamp();
+    let pairs = [
+        ("ratelimit-limit", rate.limit.map(|v| v.to_string())),
+        ("ratelimit-remaining", rate.remaining.map(|v| v.to_string())),
+        (
+            "ratelimit-reset",
+            rate.reset.map(|reset| (reset - now).max(0).to_string()),
+        ),
+    ];
+    for (name, value) in pairs {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    headers
 }

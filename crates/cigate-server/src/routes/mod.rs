@@ -11,6 +11,7 @@ use crate::state::AppState;
 
 pub mod accounts;
 pub mod admin;
+pub mod proxy;
 pub mod unified;
 pub mod writes;
 
@@ -20,13 +21,19 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::routes())
         .merge(unified::routes())
         .merge(writes::routes(state.clone()))
+        .merge(proxy::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(crate::metrics::serve))
         .merge(crate::openapi::routes())
         .merge(authed)
         .fallback(admin::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -1,14 +1,14 @@
 //! `/unified/ci-cd/<resource>`: normalised reads through the account's provider.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use cigate_core::cursor::CursorBinding;
-use cigate_core::{JobFilters, ListQuery, RateLimit, RenderOptions, Resource};
+use cigate_core::{JobFilters, ListQuery, RenderOptions, Resource};
 
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
@@ -119,27 +119,6 @@ fn binding(caller: &Caller, account_id: &str, resource: Resource, q: &ListQuery)
     }
 }
 
-/// `ratelimit-*` headers (IETF draft names) mapped from Buddy's `X-Rate-Limit-*`.
-fn rate_limit_headers(rate: Option<&RateLimit>) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    let Some(rate) = rate else { return headers };
-    let now = Utc::now().timestamp();
-    let pairs = [
-        ("ratelimit-limit", rate.limit.map(|v| v.to_string())),
-        ("ratelimit-remaining", rate.remaining.map(|v| v.to_string())),
-        (
-            "ratelimit-reset",
-            rate.reset.map(|reset| (reset - now).max(0).to_string()),
-        ),
-    ];
-    for (name, value) in pairs {
-        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    }
-    headers
-}
-
 #[utoipa::path(get, path = "/unified/ci-cd/{resource}", tag = "unified ci-cd", security(("api_token" = [])),
     params(
         ("resource" = String, Path, description = "workspaces, repos, branches, pull-requests, workflow (or workflows), jobs"),
@@ -153,6 +132,7 @@ fn rate_limit_headers(rate: Option<&RateLimit>) -> HeaderMap {
         ("created_at[gte]" = Option<String>, Query), ("created_at[lte]" = Option<String>, Query),
         ("truto_ignore_remote_data" = Option<bool>, Query), ("truto_exclude_fields" = Option<String>, Query),
         ("truto_response_format" = Option<String>, Query, description = "`raw` returns Buddy's objects"),
+        ("truto_timeout_ms" = Option<u32>, Query, description = "deadline of the call, retries and rate-limit waits included"),
     ),
     responses((status = 200, description = "list envelope"), (status = 400, description = "missing parameter or bad cursor"), (status = 404, description = "unknown resource or account")))]
 pub async fn list(
@@ -176,7 +156,8 @@ pub async fn list(
                 .map_err(|err| ApiError::InvalidCursor(err.to_string()))
         })
         .transpose()?;
-    let provider = upstream::provider_for(&state, &caller, &account).await?;
+    let timeout = upstream::call_timeout(&state, &query)?;
+    let provider = upstream::provider_with_timeout(&state, &caller, &account, timeout).await?;
     let page = match provider.list(resource, &list_query, position).await {
         Ok(page) => page,
         Err(err) => return Err(upstream::note_failure(&state, &caller, &account, err).await),
@@ -187,7 +168,7 @@ pub async fn list(
         .map(|next| state.cursors.encode(&binding, next));
     let items = page.items.into_iter().map(|r| r.render(&render)).collect();
     Ok((
-        rate_limit_headers(page.rate_limit.as_ref()),
+        upstream::rate_limit_headers(page.rate_limit.as_ref()),
         Json(ListEnvelope::new(items, next_cursor)),
     ))
 }
@@ -199,6 +180,7 @@ pub async fn list(
         ("repo" = Option<String>, Query), ("workflow" = Option<String>, Query),
         ("truto_ignore_remote_data" = Option<bool>, Query), ("truto_exclude_fields" = Option<String>, Query),
         ("truto_response_format" = Option<String>, Query),
+        ("truto_timeout_ms" = Option<u32>, Query),
     ),
     responses((status = 200, description = "the bare object"), (status = 404, description = "no such object")))]
 pub async fn fetch(
@@ -212,10 +194,11 @@ pub async fn fetch(
     let render = render_options(&query)?;
     let account = accounts::load(&state, &caller, account_id).await?;
     let list_query = list_query(&query, &account.context)?;
-    let provider = upstream::provider_for(&state, &caller, &account).await?;
+    let timeout = upstream::call_timeout(&state, &query)?;
+    let provider = upstream::provider_with_timeout(&state, &caller, &account, timeout).await?;
     match provider.get(resource, &id, &list_query).await {
         Ok(found) => Ok((
-            rate_limit_headers(found.rate_limit.as_ref()),
+            upstream::rate_limit_headers(found.rate_limit.as_ref()),
             Json(found.record.render(&render)),
         )),
         Err(err) => Err(upstream::note_failure(&state, &caller, &account, err).await),

@@ -1,0 +1,574 @@
+//! `/proxy/<Buddy path>` and `/custom/<Buddy path>`: any Buddy call, with the account's
+//! credential injected and the shared upstream pipeline (governor, retries) around it.
+//!
+//! `/proxy` answers in cigate's conventions: a paged Buddy list comes back in the list
+//! envelope (Buddy's array kept byte for byte, `next_cursor` wrapping Buddy's `page`), a
+//! single object exactly as Buddy sent it, an error as problem+json. `/custom` streams
+//! Buddy's status, headers and body through untouched, so large logs never sit in memory.
+//!
+//! The path is taken from the raw request URI (axum's `Path` would percent-decode it)
+//! and refused before any lookup or upstream call when it could leave the account's
+//! Buddy base URL.
+
+use std::collections::BTreeMap;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use axum::response::Response;
+use axum::routing::any;
+use axum::{Extension, Router};
+use cigate_buddy::client::{validate_path, RateLimitHeaders, RawRequest};
+use cigate_buddy::error::parse_error_body;
+use cigate_core::cursor::CursorBinding;
+use cigate_core::{ProviderError, RateLimit};
+use cigate_store::Account;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::QueryPairs;
+use crate::routes::accounts;
+use crate::state::AppState;
+use crate::upstream::{self, AccountClient};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/proxy/{*path}", any(proxy))
+        .route("/custom/{*path}", any(custom))
+}
+
+/// Largest Buddy body `/proxy` reads to wrap or return (`/custom` streams, unbounded).
+const MAX_PROXY_BODY: usize = 64 * 1024 * 1024;
+
+/// Largest Buddy error body read by `/custom` to record a 401/403 on the account.
+const MAX_ERROR_BODY: usize = 256 * 1024;
+
+/// Buddy's page size when the caller sends no `per_page`, and its ceiling.
+const BUDDY_DEFAULT_PER_PAGE: u64 = 20;
+const BUDDY_MAX_PER_PAGE: u64 = 50;
+
+/// Keys a Buddy collection object may carry besides its one array.
+const COLLECTION_KEYS: &[&str] = &[
+    "url",
+    "html_url",
+    "page",
+    "page_size",
+    "total_page_count",
+    "element_count",
+    "total_element_count",
+];
+
+/// Query parameters that are cigate's, never Buddy's.
+const OWN_PARAMS: &[&str] = &[
+    "integrated_account_id",
+    upstream::TIMEOUT_PARAM,
+    "next_cursor",
+];
+
+/// What the caller sends that must never reach Buddy: its own credentials and cookies.
+/// Hop-by-hop headers, `Host` and `Content-Length` are dropped by the client.
+const CALLER_ONLY_HEADERS: &[&str] = &["cookie", "idempotency-key", "forwarded"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Proxy,
+    Custom,
+}
+
+impl Mode {
+    fn prefix(self) -> &'static str {
+        match self {
+            Mode::Proxy => "/proxy",
+            Mode::Custom => "/custom",
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/proxy/{path}", tag = "proxy", security(("api_token" = [])),
+    params(
+        ("path" = String, Path, description = "Buddy API path, e.g. `workspaces/acme/projects`; any method is accepted"),
+        ("integrated_account_id" = String, Query),
+        ("next_cursor" = Option<String>, Query, description = "from a previous list page"),
+        ("truto_timeout_ms" = Option<u32>, Query),
+    ),
+    responses((status = 200, description = "Buddy's object as sent, or its list in the list envelope"),
+        (status = 400, description = "path that could leave the Buddy host, or missing account"),
+        (status = 429, description = "a rate limit is spent; see Retry-After")))]
+pub async fn proxy(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> ApiResult<Response> {
+    passthrough(state, caller, request, Mode::Proxy).await
+}
+
+#[utoipa::path(get, path = "/custom/{path}", tag = "proxy", security(("api_token" = [])),
+    params(
+        ("path" = String, Path, description = "Buddy API path; any method is accepted"),
+        ("integrated_account_id" = String, Query),
+        ("truto_timeout_ms" = Option<u32>, Query),
+    ),
+    responses((status = 200, description = "Buddy's status, headers and body, streamed")))]
+pub async fn custom(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> ApiResult<Response> {
+    passthrough(state, caller, request, Mode::Custom).await
+}
+
+/// Refuses, before anything else happens, a path that could reach anything but the
+/// account's Buddy API: `..`, encoded separators, `//`, schemes, control characters and
+/// userinfo (`@`). Returns the Buddy path with a leading `/`.
+fn buddy_path(raw: &str, mode: Mode) -> ApiResult<String> {
+    let rest = raw
+        .strip_prefix(mode.prefix())
+        .filter(|rest| rest.starts_with('/'))
+        .ok_or_else(|| ApiError::InvalidPath("no Buddy path after the prefix".into()))?;
+    let lower = rest.to_ascii_lowercase();
+    if rest.contains('@') || lower.contains("%40") {
+        return Err(ApiError::InvalidPath("`@` in the path".into()));
+    }
+    validate_path(rest).map_err(|err| ApiError::InvalidPath(err.to_string()))
+}
+
+fn allowed_method(method: &Method) -> ApiResult<()> {
+    match *method {
+        Method::GET
+        | Method::HEAD
+        | Method::POST
+        | Method::PUT
+        | Method::PATCH
+        | Method::DELETE
+        | Method::OPTIONS => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "/problems/invalid-method",
+            format!("{method} cannot be proxied"),
+        )),
+    }
+}
+
+async fn passthrough(
+    state: AppState,
+    caller: Caller,
+    request: Request,
+    mode: Mode,
+) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let path = buddy_path(parts.uri.path(), mode)?;
+    allowed_method(&parts.method)?;
+    let query = parse_query(parts.uri.query())?;
+    let account_id = query
+        .get("integrated_account_id")
+        .ok_or_else(|| ApiError::missing(vec!["integrated_account_id".into()], "the proxy API"))?;
+    let timeout = upstream::call_timeout(&state, &query)?;
+    let mut forward: Vec<(String, String)> = query
+        .0
+        .iter()
+        .filter(|(key, _)| !OWN_PARAMS.contains(&key.as_str()))
+        .cloned()
+        .collect();
+    let paging = match mode {
+        Mode::Proxy => Some(Paging::new(
+            &state,
+            &caller,
+            account_id,
+            &path,
+            &query,
+            &mut forward,
+        )?),
+        Mode::Custom => None,
+    };
+    let body = axum::body::to_bytes(body, state.config.body_limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+
+    let account = accounts::load(&state, &caller, account_id).await?;
+    let client = upstream::account_client(&state, &caller, &account).await?;
+
+    let mut headers = parts.headers;
+    for name in CALLER_ONLY_HEADERS {
+        headers.remove(*name);
+    }
+    if mode == Mode::Proxy {
+        // `/proxy` reads the body, so it must arrive uncompressed.
+        headers.remove(header::ACCEPT_ENCODING);
+    }
+    let raw = RawRequest {
+        method: parts.method,
+        path,
+        query: forward,
+        headers,
+        // A buffered body can be replayed, so rate-limited writes are retried too.
+        body: (!body.is_empty()).then(|| reqwest::Body::from(body)),
+        timeout: Some(timeout),
+    };
+    let response = client.client.send_raw(raw).await.map_err(ApiError::from)?;
+    match mode {
+        Mode::Custom => stream_through(&state, &caller, &account, &client, response).await,
+        Mode::Proxy => wrap(&state, &caller, &account, &client, response, paging).await,
+    }
+}
+
+fn parse_query(raw: Option<&str>) -> ApiResult<QueryPairs> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
+        .map(QueryPairs)
+        .map_err(|err| {
+            ApiError::bad_request(
+                "/problems/invalid-parameter",
+                format!("malformed query string: {err}"),
+            )
+        })
+}
+
+/// `ratelimit-*` for a proxied answer, from Buddy's `X-Rate-Limit-*`.
+fn rate_headers(headers: &HeaderMap) -> HeaderMap {
+    let rate = RateLimitHeaders::from_headers(headers);
+    let rate = (!rate.is_empty()).then_some(RateLimit {
+        limit: rate.limit,
+        remaining: rate.remaining,
+        reset: rate.reset,
+    });
+    upstream::rate_limit_headers(rate.as_ref())
+}
+
+/// Records a 401 (account needs re-authorisation) or 403 on the account; returns the
+/// API error for `/proxy`.
+async fn note_status(
+    state: &AppState,
+    caller: &Caller,
+    account: &Account,
+    client: &AccountClient,
+    status: u16,
+    bytes: &[u8],
+) -> ApiError {
+    let (message, body) = parse_error_body(bytes);
+    let body = client.scrub(body);
+    upstream::note_failure(
+        state,
+        caller,
+        account,
+        ProviderError::Upstream {
+            status,
+            message,
+            body,
+            missing_scope: None,
+        },
+    )
+    .await
+}
+
+/// Buddy's response as is, body streamed. Only hop-by-hop headers and cookies (Buddy's
+/// session cookies mean nothing to the caller and must not leak) are dropped.
+async fn stream_through(
+    state: &AppState,
+    caller: &Caller,
+    account: &Account,
+    client: &AccountClient,
+    mut response: reqwest::Response,
+) -> ApiResult<Response> {
+    let status = response.status();
+    let mut headers = std::mem::take(response.headers_mut());
+    let rate = rate_headers(&headers);
+    strip_response_headers(&mut headers);
+    let body = if matches!(status.as_u16(), 401 | 403) {
+        // Small error bodies: read them to record what Buddy said on the account.
+        let bytes = read_limited(response, MAX_ERROR_BODY).await?;
+        let _ = note_status(state, caller, account, client, status.as_u16(), &bytes).await;
+        Body::from(bytes)
+    } else {
+        Body::from_stream(response.bytes_stream())
+    };
+    let mut out = Response::new(body);
+    *out.status_mut() = status;
+    headers.extend(rate);
+    *out.headers_mut() = headers;
+    Ok(out)
+}
+
+fn strip_response_headers(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::SET_COOKIE,
+    ] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection", "set-cookie2"] {
+        headers.remove(name);
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> ApiResult<Bytes> {
+    let mut buf = Vec::with_capacity(
+        response
+            .content_length()
+            .map_or(0, |n| n.min(limit as u64) as usize),
+    );
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| ApiError::UpstreamUnreachable(err.without_url().to_string()))?
+    {
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::UpstreamUnreachable(format!(
+                "Buddy's body is larger than {limit} bytes; use /custom to stream it"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// `page` handling of a `/proxy` call: the cursor the caller passed (decoded into Buddy's
+/// `page`) and what the next and previous cursors are bound to.
+struct Paging {
+    binding: CursorBinding,
+    page: u64,
+    per_page: u64,
+}
+
+impl Paging {
+    fn new(
+        state: &AppState,
+        caller: &Caller,
+        account_id: &str,
+        path: &str,
+        query: &QueryPairs,
+        forward: &mut Vec<(String, String)>,
+    ) -> ApiResult<Self> {
+        let filters: Vec<&(String, String)> =
+            forward.iter().filter(|(key, _)| key != "page").collect();
+        let binding = CursorBinding {
+            environment_id: caller.environment_id.clone(),
+            account_id: account_id.to_owned(),
+            resource: format!("proxy:{path}"),
+            filters: serde_urlencoded::to_string(&filters).unwrap_or_default(),
+        };
+        let per_page = forward
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "per_page")
+            .and_then(|(_, value)| value.trim().parse::<u64>().ok())
+            .filter(|n| *n >= 1)
+            .map_or(BUDDY_DEFAULT_PER_PAGE, |n| n.min(BUDDY_MAX_PER_PAGE));
+        let mut page = forward
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "page")
+            .and_then(|(_, value)| value.trim().parse::<u64>().ok())
+            .filter(|n| *n >= 1)
+            .unwrap_or(1);
+        if let Some(cursor) = query.get("next_cursor") {
+            let position = state
+                .cursors
+                .decode(&binding, cursor)
+                .map_err(|err| ApiError::InvalidCursor(err.to_string()))?;
+            page = position
+                .get("page")
+                .and_then(Value::as_u64)
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| ApiError::InvalidCursor("it does not hold a page".into()))?;
+            forward.retain(|(key, _)| key != "page");
+            forward.push(("page".into(), page.to_string()));
+        }
+        Ok(Self {
+            binding,
+            page,
+            per_page,
+        })
+    }
+
+    fn cursor(&self, state: &AppState, page: u64) -> String {
+        state
+            .cursors
+            .encode(&self.binding, &serde_json::json!({ "page": page }))
+    }
+}
+
+/// A Buddy collection: only envelope keys besides exactly one array.
+type Fields<'a> = Vec<(String, &'a RawValue)>;
+
+fn collection(body: &[u8]) -> Option<(Fields<'_>, &RawValue)> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let fields: Fields<'_> = serde_json::from_slice::<BTreeMap<String, &RawValue>>(body)
+        .ok()?
+        .into_iter()
+        .collect();
+    let mut array = None;
+    for (key, value) in &fields {
+        if value.get().starts_with('[') {
+            if array.is_some() {
+                return None;
+            }
+            array = Some(*value);
+        } else if !COLLECTION_KEYS.contains(&key.as_str()) {
+            return None;
+        }
+    }
+    let array = array?;
+    Some((fields, array))
+}
+
+async fn wrap(
+    state: &AppState,
+    caller: &Caller,
+    account: &Account,
+    client: &AccountClient,
+    mut response: reqwest::Response,
+    paging: Option<Paging>,
+) -> ApiResult<Response> {
+    let status = response.status();
+    let headers = std::mem::take(response.headers_mut());
+    let rate = rate_headers(&headers);
+    let bytes = read_limited(response, MAX_PROXY_BODY).await?;
+    if !status.is_success() {
+        return Err(note_status(state, caller, account, client, status.as_u16(), &bytes).await);
+    }
+    let listed = paging.as_ref().and_then(|paging| {
+        let (fields, array) = collection(&bytes)?;
+        Some(envelope(state, paging, &fields, array))
+    });
+    let mut out = match listed {
+        Some(Ok(body)) => {
+            let mut out = Response::new(Body::from(body));
+            out.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            out
+        }
+        Some(Err(err)) => return Err(err),
+        None => {
+            let mut out = Response::new(Body::from(bytes));
+            *out.status_mut() = status;
+            if let Some(kind) = headers.get(header::CONTENT_TYPE) {
+                out.headers_mut().insert(header::CONTENT_TYPE, kind.clone());
+            }
+            out
+        }
+    };
+    out.headers_mut().extend(rate);
+    Ok(out)
+}
+
+/// `{"result": <Buddy's array, byte for byte>, "next_cursor", "prev_cursor",
+/// "result_count"}`. Next when Buddy's counters say more pages exist, or, without
+/// counters, when the page came back full.
+fn envelope(
+    state: &AppState,
+    paging: &Paging,
+    fields: &[(String, &RawValue)],
+    array: &RawValue,
+) -> ApiResult<Vec<u8>> {
+    let items: Vec<&RawValue> = serde_json::from_str(array.get()).map_err(|err| {
+        ApiError::UpstreamUnreachable(format!("unreadable list from Buddy: {err}"))
+    })?;
+    let counter = |name: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| value.get().parse::<u64>().ok())
+    };
+    let page = counter("page").unwrap_or(paging.page);
+    let more = match counter("total_page_count") {
+        Some(total) => page < total,
+        None => {
+            let size = counter("page_size").unwrap_or(paging.per_page);
+            !items.is_empty() && items.len() as u64 >= size
+        }
+    };
+    let next = more.then(|| paging.cursor(state, page + 1));
+    let prev = (page > 1).then(|| paging.cursor(state, page - 1));
+    let json_or_null = |cursor: Option<String>| match cursor {
+        Some(c) => Value::String(c).to_string(),
+        None => "null".to_owned(),
+    };
+    let mut out = Vec::with_capacity(array.get().len() + 256);
+    out.extend_from_slice(b"{\"result\":");
+    out.extend_from_slice(array.get().as_bytes());
+    out.extend_from_slice(b",\"next_cursor\":");
+    out.extend_from_slice(json_or_null(next).as_bytes());
+    out.extend_from_slice(b",\"prev_cursor\":");
+    out.extend_from_slice(json_or_null(prev).as_bytes());
+    out.extend_from_slice(format!(",\"result_count\":{}}}", items.len()).as_bytes());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_paths_that_leave_buddy() {
+        for bad in [
+            "/proxy/workspaces/../admin",
+            "/proxy/..",
+            "/proxy/a%2fb",
+            "/proxy/a%2Fb",
+            "/proxy/a%5Cb",
+            "/proxy/a%5cb",
+            "/proxy//evil.example/x",
+            "/proxy/a//b",
+            "/proxy/http://evil.example/x",
+            "/proxy/http:/evil",
+            "/proxy/user@evil.example/x",
+            "/proxy/a%40b",
+            "/proxy/a\r\nb",
+            "/proxy/a%00",
+            "/proxy/%2e%2e/x",
+            "/proxy",
+            "/proxyx/user",
+        ] {
+            assert!(
+                matches!(buddy_path(bad, Mode::Proxy), Err(ApiError::InvalidPath(_))),
+                "{bad:?} must be refused"
+            );
+        }
+        assert_eq!(
+            buddy_path("/custom/workspaces/acme/projects", Mode::Custom).unwrap(),
+            "/workspaces/acme/projects"
+        );
+    }
+
+    #[test]
+    fn recognises_collections_only() {
+        let list = br#"{"url":"u","html_url":"h","projects":[{"name":"a"},{"name":"b"}]}"#;
+        let (_, array) = collection(list).unwrap();
+        assert_eq!(array.get(), r#"[{"name":"a"},{"name":"b"}]"#);
+        let paged = br#"{"page":1,"page_size":20,"total_page_count":3,"element_count":1,"total_element_count":41,"executions":[{}]}"#;
+        assert!(collection(paged).is_some());
+        for single in [
+            &br#"{"url":"u","name":"p","refs":["main"]}"#[..],
+            br#"{"url":"u","a":[],"b":[]}"#,
+            br#"[1,2]"#,
+            br#""text""#,
+            b"",
+            br#"{"url":"u"}"#,
+        ] {
+            assert!(
+                collection(single).is_none(),
+                "{}",
+                String::from_utf8_lossy(single)
+            );
+        }
+    }
+}
