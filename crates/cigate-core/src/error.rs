@@ -47,6 +47,10 @@ pub enum ProviderError {
     /// The provider does not offer this operation (→ 501).
     #[error("not supported by this provider: {0}")]
     Unsupported(String),
+    /// The account's upstream rate limit leaves no turn before the call's deadline
+    /// (→ 429 with `Retry-After`).
+    #[error("upstream rate limit spent; retry after {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
 }
 
 /// Why a cursor was refused. Every variant means "400, bad cursor"; the detail is for logs.

@@ -373,6 +373,9 @@ impl From<ProviderError> for ApiError {
                 body,
             },
             ProviderError::Unsupported(what) => Self::Unsupported(what),
+            ProviderError::RateLimited { retry_after } => Self::UpstreamRateLimited {
+                retry_after_secs: retry_after_secs(retry_after),
+            },
             ProviderError::Timeout => Self::UpstreamTimeout,
             ProviderError::Transport(msg) => Self::UpstreamUnreachable(msg),
             ProviderError::InvalidPosition => {

@@ -105,7 +105,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     loop {
         match state.store.begin_idempotent(&id, &hash, ttl).await {
             Ok(Begin::Started) => break,
-            Ok(Begin::Replay(stored)) => return replay(stored),
+            Ok(Begin::Replay(stored)) => {
+                state.metrics.idempotent_replays.inc();
+                return replay(stored);
+            }
             Ok(Begin::Mismatch) => return ApiError::IdempotencyKeyReused.into_response(),
             Ok(Begin::InProgress) => {
                 if tokio::time::Instant::now() + pause > deadline {

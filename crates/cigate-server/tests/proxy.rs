@@ -553,3 +553,106 @@ async fn injected_503s_and_resets_are_retried_away() {
     assert!(h.sim.sim().pending_faults().is_empty());
     assert!(h.server.state.http.stats().retries >= 40);
 }
+
+/// 100 pipeline runs through `/proxy`, each sent twice at once with the same
+/// `Idempotency-Key`: exactly 100 executions start, and every duplicate gets the first
+/// answer.
+#[tokio::test]
+async fn idempotency_keys_run_each_pipeline_once() {
+    let config = SimConfig {
+        rate_limit: "1000000/3600".parse().unwrap(),
+        ..SimConfig::default()
+    };
+    let h = Arc::new(Harness::start_with(Backend::Sqlite, config).await.unwrap());
+    let id = h.link().await;
+    let ws = workspace(&h);
+    let project = h.sim.sim().project_names(&ws)[0].clone();
+    let pipeline = h.sim.sim().pipeline_ids(&ws, &project)[0];
+    let before = h.sim.sim().execution_count(&ws, &project, pipeline);
+    let url = Arc::new(h.url(&format!(
+        "/proxy/workspaces/{ws}/projects/{project}/pipelines/{pipeline}/executions?integrated_account_id={id}"
+    )));
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (h, url) = (Arc::clone(&h), Arc::clone(&url));
+        tasks.push(tokio::spawn(async move {
+            let send = || {
+                h.http
+                    .post(url.as_str())
+                    .bearer_auth(&h.api_token)
+                    .header("idempotency-key", format!("run-{i}"))
+                    .json(&json!({ "comment": format!("run {i}") }))
+                    .send()
+            };
+            let (a, b) = tokio::join!(send(), send());
+            let (a, b) = (a.unwrap(), b.unwrap());
+            let replayed = [&a, &b]
+                .iter()
+                .filter(|r| r.headers().contains_key("idempotent-replayed"))
+                .count();
+            let statuses = (a.status().as_u16(), b.status().as_u16());
+            let bodies = (a.bytes().await.unwrap(), b.bytes().await.unwrap());
+            assert_eq!(bodies.0, bodies.1, "run {i}: both get the first answer");
+            (statuses, replayed)
+        }));
+    }
+    for task in tasks {
+        let ((a, b), replayed) = task.await.unwrap();
+        assert_eq!((a, b), (201, 201));
+        assert_eq!(replayed, 1);
+    }
+    assert_eq!(
+        h.sim.sim().execution_count(&ws, &project, pipeline) - before,
+        100
+    );
+    let metrics = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cigate_idempotent_replays_total 100"),
+        "{metrics}"
+    );
+}
+
+/// When Buddy's budget cannot last to the call's deadline, the answer is 429 with
+/// `Retry-After` at once, for the proxy and the unified API alike, never a hang.
+#[tokio::test]
+async fn a_spent_budget_is_429_with_retry_after() {
+    let config = SimConfig {
+        rate_limit: "4/60".parse().unwrap(),
+        ..SimConfig::default()
+    };
+    let h = Harness::start_with(Backend::Sqlite, config).await.unwrap();
+    let id = h.link().await;
+    for path in [
+        format!("/proxy/user?integrated_account_id={id}&truto_timeout_ms=1000"),
+        format!("/unified/ci-cd/workspaces?integrated_account_id={id}&truto_timeout_ms=1000"),
+    ] {
+        let mut limited = None;
+        for _ in 0..6 {
+            let started = std::time::Instant::now();
+            let response = h.get(&path).send().await.unwrap();
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+            if response.status() == 429 {
+                limited = Some(response);
+                break;
+            }
+            assert_eq!(response.status(), 200, "{path}");
+        }
+        let response = limited.unwrap_or_else(|| panic!("{path} never limited"));
+        let secs: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=61).contains(&secs), "{secs}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["type"], "/problems/upstream-rate-limited", "{body}");
+    }
+}

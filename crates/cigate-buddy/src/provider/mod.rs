@@ -186,6 +186,7 @@ pub(crate) fn provider_error(error: BuddyError, scope: &str) -> ProviderError {
             missing_scope,
         },
         BuddyError::Timeout => ProviderError::Timeout,
+        BuddyError::RateLimited { retry_after } => ProviderError::RateLimited { retry_after },
         other => ProviderError::Transport(other.to_string()),
     }
 }

@@ -21,7 +21,7 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::routes())
         .merge(unified::routes())
         .merge(writes::routes(state.clone()))
-        .merge(proxy::routes())
+        .merge(proxy::routes(state.clone()))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(admin::healthz))

@@ -33,10 +33,15 @@ use crate::routes::accounts;
 use crate::state::AppState;
 use crate::upstream::{self, AccountClient};
 
-pub fn routes() -> Router<AppState> {
+/// POST and PATCH honour `Idempotency-Key` through the same layer as unified writes.
+pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/proxy/{*path}", any(proxy))
         .route("/custom/{*path}", any(custom))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::idempotency::layer,
+        ))
 }
 
 /// Largest Buddy body `/proxy` reads to wrap or return (`/custom` streams, unbounded).
