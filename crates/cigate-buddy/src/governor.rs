@@ -23,8 +23,10 @@
 //! like that), and the margin applies again.
 //!
 //! Every response corrects the estimate: the customer's own scripts may spend the same
-//! token's budget, so the lowest remaining reported for a window wins (minus our calls
-//! still in flight, which Buddy may not have counted yet).
+//! token's budget, so the lowest remaining reported for a window wins, minus our calls
+//! Buddy cannot have counted yet (reserved but unsent, or sent after the answered one;
+//! calls sent before it are taken as counted, which holds on one connection and nearly
+//! so across several; the reserve covers the rest).
 //!
 //! Until the first response of a window nothing is known; up to
 //! [`GovernorConfig::unknown_burst`] calls go out at once and the rest wait for their
@@ -44,8 +46,9 @@
 //! response that still reports a past reset re-arms the wait for one margin, and a 429
 //! is then absorbed as above.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -156,6 +159,9 @@ pub struct Governor {
     state: Mutex<State>,
     /// Woken on every answer, for callers waiting while the budget is unknown.
     answered: Notify,
+    /// Callers that could not go at once wait here, in arrival order.
+    queue: tokio::sync::Mutex<()>,
+    queued: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -168,10 +174,14 @@ struct State {
     tat: Instant,
     /// A 429 without a usable reset: nothing goes out before this.
     blocked_until: Option<Instant>,
-    /// Windows seen so far; the phase is learned from the second on.
-    windows_seen: u64,
+    /// The largest budget seen before the current window; the phase is learned from
+    /// the second window on.
+    budget_before: u64,
     /// Turned off by a 429 in a window whose renewal was estimated from its phase.
     phase_learning: bool,
+    /// Sequence numbers of calls sent and not yet answered.
+    sent: BTreeSet<u64>,
+    next_seq: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -189,6 +199,21 @@ struct Window {
 
 /// Added to a phase-based renewal for clock granularity and conversion error.
 const PHASE_SLACK: f64 = 0.05;
+
+fn rate_limited(at: Instant, now: Instant) -> BuddyError {
+    BuddyError::RateLimited {
+        retry_after: at.saturating_duration_since(now),
+    }
+}
+
+/// Leaves the wait queue's count when a waiter is served or gives up.
+struct Dequeue<'a>(&'a AtomicUsize);
+
+impl Drop for Dequeue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// What one caller should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +237,8 @@ pub struct Permit {
     window: Option<i64>,
     sent: bool,
     sent_at: Option<Instant>,
+    /// Order of sending among this governor's calls.
+    seq: Option<u64>,
     done: bool,
 }
 
@@ -220,18 +247,26 @@ impl Permit {
     pub fn mark_sent(&mut self) {
         self.sent = true;
         self.sent_at = Some(Instant::now());
+        let mut st = self.governor.lock();
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.sent.insert(seq);
+        self.seq = Some(seq);
     }
 
     /// The request never left after all (a connect failure): its unit is handed back.
     pub fn mark_unsent(&mut self) {
         self.sent = false;
+        if let Some(seq) = self.seq.take() {
+            self.governor.lock().sent.remove(&seq);
+        }
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.governor.release(self.window, !self.sent);
+            self.governor.release(self.window, self.seq, !self.sent);
         }
     }
 }
@@ -252,10 +287,14 @@ impl Governor {
                 learned_budget: 0,
                 tat: Instant::now(),
                 blocked_until: None,
-                windows_seen: 0,
+                budget_before: 0,
                 phase_learning: config.learn_reset_phase,
+                sent: BTreeSet::new(),
+                next_seq: 0,
             }),
             answered: Notify::new(),
+            queue: tokio::sync::Mutex::new(()),
+            queued: AtomicUsize::new(0),
         })
     }
 
@@ -293,31 +332,39 @@ impl Governor {
     /// Waits for this call's turn and reserves a unit of budget. When the turn comes
     /// after `deadline`, returns [`BuddyError::RateLimited`] at once instead of waiting.
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Permit, BuddyError> {
+        // Fast path while nobody waits, so nobody is overtaken.
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            let now = Instant::now();
+            match self.decide(now, deadline) {
+                Decision::Go { at, window } => return Ok(self.permit_at(at, window).await),
+                Decision::TooLate(at) | Decision::WaitUntil(at) if at > deadline => {
+                    return Err(rate_limited(at, now))
+                }
+                _ => {}
+            }
+        }
+        // Waiters are served first come, first served (Tokio's mutex is fair): without
+        // that, whoever wakes first after a reset wins, and an unlucky caller can wait
+        // for two windows.
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let _queued = Dequeue(&self.queued);
+        let Ok(turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
+            return Err(BuddyError::RateLimited {
+                retry_after: self.retry_hint(),
+            });
+        };
         loop {
             let answered = self.answered.notified();
             tokio::pin!(answered);
             answered.as_mut().enable();
             let now = Instant::now();
-            let decision = self.decide(now, deadline);
-            match decision {
+            match self.decide(now, deadline) {
                 Decision::Go { at, window } => {
-                    // Built before the sleep so a cancelled caller hands its unit back.
-                    let permit = Permit {
-                        governor: Arc::clone(self),
-                        window,
-                        sent: false,
-                        sent_at: None,
-                        done: false,
-                    };
-                    if at > now {
-                        tokio::time::sleep_until(at).await;
-                    }
-                    return Ok(permit);
+                    drop(turn);
+                    return Ok(self.permit_at(at, window).await);
                 }
                 Decision::TooLate(at) | Decision::WaitUntil(at) if at > deadline => {
-                    return Err(BuddyError::RateLimited {
-                        retry_after: at.saturating_duration_since(now),
-                    })
+                    return Err(rate_limited(at, now))
                 }
                 Decision::TooLate(at) | Decision::WaitUntil(at) => {
                     let jitter = self.jitter().min(deadline.saturating_duration_since(at));
@@ -326,12 +373,37 @@ impl Governor {
                 Decision::WaitForAnswer => {
                     if tokio::time::timeout_at(deadline, answered).await.is_err() {
                         return Err(BuddyError::RateLimited {
-                            retry_after: self.config.reset_margin,
+                            retry_after: self.retry_hint(),
                         });
                     }
                 }
             }
         }
+    }
+
+    /// A reserved unit, handed out at `at`. Built before the sleep so a cancelled
+    /// caller hands its unit back.
+    async fn permit_at(self: &Arc<Self>, at: Instant, window: Option<i64>) -> Permit {
+        let permit = Permit {
+            governor: Arc::clone(self),
+            window,
+            sent: false,
+            sent_at: None,
+            seq: None,
+            done: false,
+        };
+        tokio::time::sleep_until(at).await;
+        permit
+    }
+
+    /// For a caller giving up in the queue: until the window renews, if it is spent.
+    fn retry_hint(&self) -> Duration {
+        let now = Instant::now();
+        self.lock()
+            .window
+            .map(|w| w.renew_at.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+            .unwrap_or(self.config.reset_margin)
     }
 
     fn jitter(&self) -> Duration {
@@ -391,9 +463,12 @@ impl Governor {
         }
     }
 
-    fn release(&self, window: Option<i64>, unsent: bool) {
+    fn release(&self, window: Option<i64>, seq: Option<u64>, unsent: bool) {
         let mut st = self.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
+        if let Some(seq) = seq {
+            st.sent.remove(&seq);
+        }
         if window.is_none() {
             st.unknown_in_flight = st.unknown_in_flight.saturating_sub(1);
         }
@@ -423,6 +498,9 @@ impl Governor {
         let unix_now = self.clock.unix_now();
         let mut st = self.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
+        if let Some(seq) = permit.seq {
+            st.sent.remove(&seq);
+        }
         if permit.window.is_none() {
             st.unknown_in_flight = st.unknown_in_flight.saturating_sub(1);
         }
@@ -431,18 +509,35 @@ impl Governor {
                 if rate_limited && st.window.is_some_and(|w| w.phased) {
                     st.phase_learning = false;
                 }
-                // Our request opened this window if it left one below the full budget.
+                // Our request opened this window if it left one below the budget of the
+                // windows before (answers may arrive in any order, so any answer of the
+                // window may be the one).
+                let new_window = st.window.is_none_or(|w| reset_unix > w.reset_unix);
+                let budget_before = if new_window {
+                    st.learned_budget
+                } else {
+                    st.budget_before
+                };
                 let opened_window = !rate_limited
-                    && st.windows_seen > 0
-                    && remaining.saturating_add(1) >= st.learned_budget;
+                    && budget_before > 0
+                    && remaining.saturating_add(1) >= budget_before;
                 if !rate_limited {
                     st.learned_budget = st.learned_budget.max(remaining.saturating_add(1));
                 }
-                // Our other calls in flight may not be counted in `remaining` yet.
+                // Not yet counted in `remaining`: our reserved calls not sent yet, and
+                // those sent after this one (those sent before it reached Buddy first).
+                let uncounted = {
+                    let unsent = st.in_flight.saturating_sub(st.sent.len() as u64);
+                    let later = match permit.seq {
+                        Some(seq) => st.sent.range(seq + 1..).count(),
+                        None => st.sent.len(),
+                    };
+                    unsent + later as u64
+                };
                 let candidate = if rate_limited {
                     0
                 } else {
-                    (remaining.min(i64::MAX as u64) as i64) - st.in_flight as i64
+                    (remaining.min(i64::MAX as u64) as i64) - uncounted as i64
                 };
                 let sent_unix = permit
                     .sent_at
@@ -483,11 +578,15 @@ impl Governor {
                         if rate_limited {
                             w.renew_at = w.renew_at.max(fresh.renew_at);
                             w.phased = false;
+                        } else if fresh.phased && !w.phased {
+                            // The opener's answer came after another one of the window.
+                            w.renew_at = w.renew_at.min(fresh.renew_at);
+                            w.phased = true;
                         }
                     }
                     _ => {
                         st.window = Some(fresh);
-                        st.windows_seen += 1;
+                        st.budget_before = budget_before;
                         st.tat = now;
                     }
                 }
@@ -663,6 +762,55 @@ mod tests {
         drop(g.acquire(far()).await.unwrap());
         assert_near(start.elapsed(), 15000);
         assert!(!g.lock().phase_learning);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn learns_the_phase_from_the_opener_answering_second() {
+        let start = Instant::now();
+        let g = governor(GovernorConfig {
+            learn_reset_phase: true,
+            ..cfg()
+        });
+        spend_window(&g, 10, T0 as i64 + 4, Duration::ZERO).await;
+        // Two calls open the next window at 5 s; the opener (9 left) answers last.
+        let mut opener = g.acquire(far()).await.unwrap();
+        let mut other = g.acquire(far()).await.unwrap();
+        opener.mark_sent();
+        other.mark_sent();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        g.observe(other, &headers(8, T0 as i64 + 9), false, None);
+        g.observe(opener, &headers(9, T0 as i64 + 9), false, None);
+        // Sent before the other, the opener was counted in its answer: 8 left.
+        assert_eq!(g.snapshot().remaining, Some(8));
+        spend_window(&g, 8, T0 as i64 + 9, Duration::ZERO).await;
+        drop(g.acquire(far()).await.unwrap());
+        assert_near(start.elapsed(), 9250);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_arrival_order_after_a_reset() {
+        let g = governor(GovernorConfig {
+            reset_jitter: Duration::from_millis(500),
+            unknown_burst: 1,
+            ..cfg()
+        });
+        call(&g, 0, T0 as i64 + 5).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for id in 0..8u64 {
+            let (g, order) = (Arc::clone(&g), Arc::clone(&order));
+            tasks.push(tokio::spawn(async move {
+                let mut p = g.acquire(far()).await.unwrap();
+                order.lock().unwrap().push(id);
+                p.mark_sent();
+                g.observe(p, &headers(100 - id, T0 as i64 + 100), false, None);
+            }));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
     }
 
     #[tokio::test(start_paused = true)]

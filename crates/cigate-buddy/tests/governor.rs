@@ -41,14 +41,14 @@ fn client(pool: &HttpPool, handle: &SimHandle, token: &str) -> BuddyClient {
 }
 
 /// `calls` GETs from `clients` concurrent tasks, each with its own `BuddyClient` of the
-/// same account. Returns the elapsed time; panics if any call fails.
+/// same account. Returns the elapsed time, the slowest call and the failures.
 async fn load(
     handle: &SimHandle,
     token: &str,
     pool: &HttpPool,
     calls: usize,
     clients: usize,
-) -> Duration {
+) -> (Duration, Duration, Vec<String>) {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -56,15 +56,24 @@ async fn load(
         let c = client(pool, handle, token);
         let next = Arc::clone(&next);
         tasks.push(tokio::spawn(async move {
+            let (mut slowest, mut failures) = (Duration::ZERO, Vec::new());
             while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < calls {
-                c.get_json("/workspaces", &[]).await.unwrap();
+                let t = Instant::now();
+                if let Err(e) = c.get_json("/workspaces", &[]).await {
+                    failures.push(format!("at {:?}: {e:?}", started.elapsed()));
+                }
+                slowest = slowest.max(t.elapsed());
             }
+            (slowest, failures)
         }));
     }
+    let (mut slowest, mut failures) = (Duration::ZERO, Vec::new());
     for t in tasks {
-        t.await.unwrap();
+        let (s, f) = t.await.unwrap();
+        slowest = slowest.max(s);
+        failures.extend(f);
     }
-    started.elapsed()
+    (started.elapsed(), slowest, failures)
 }
 
 /// Checks a load run against a budget of `budget` calls per `window` seconds.
@@ -72,14 +81,19 @@ async fn assert_budget_kept(rate_limit: &str, calls: usize, clients: usize, tole
     let (handle, token) = sim(rate_limit).await;
     let spec: cigate_buddy_sim::RateLimitSpec = rate_limit.parse().unwrap();
     let pool = pool();
-    let elapsed = load(&handle, &token, &pool, calls, clients).await;
+    let (elapsed, slowest, failures) = load(&handle, &token, &pool, calls, clients).await;
     let stats = pool.stats();
     let budget_rate = spec.budget as f64 / spec.window_seconds as f64;
     let achieved = calls as f64 / elapsed.as_secs_f64();
     eprintln!(
-        "{rate_limit}: {calls} calls from {clients} clients in {elapsed:?}: {achieved:.3}/s \
-         vs budget {budget_rate:.3}/s ({:.1} %); {stats:?}",
+        "{rate_limit}: {calls} calls from {clients} clients in {elapsed:?} (slowest \
+         {slowest:?}): {achieved:.3}/s vs budget {budget_rate:.3}/s ({:.1} %); {stats:?}",
         100.0 * achieved / budget_rate
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
     );
     assert_eq!(
         stats.rate_limited_received, 0,
