@@ -65,6 +65,20 @@ pub struct ServerConfig {
     /// proxy, custom), `requests/seconds` or `off`. Enforced per instance.
     #[arg(long, env = "CIGATE_ACCOUNT_RATE_LIMIT", default_value = "off")]
     pub account_rate_limit: LimitSetting,
+    /// OAuth client id of the Buddy app used by every environment that has not set its
+    /// own with `PUT /environment-integration/buddy`.
+    #[arg(long, env = "CIGATE_BUDDY_CLIENT_ID")]
+    pub buddy_client_id: Option<String>,
+
+    /// Client secret of that app.
+    #[arg(long, env = "CIGATE_BUDDY_CLIENT_SECRET", hide_env_values = true)]
+    pub buddy_client_secret: Option<String>,
+
+    /// CSP `frame-ancestors` of the Link page: who may embed it in an iframe. Defaults
+    /// to any origin, since products embed it from origins cigate cannot know; set e.g.
+    /// `https://app.example.com` (space-separated) or `'none'` to restrict.
+    #[arg(long, env = "CIGATE_LINK_FRAME_ANCESTORS", default_value = "*")]
+    pub link_frame_ancestors: String,
 }
 
 impl ServerConfig {
@@ -83,6 +97,9 @@ impl ServerConfig {
             idempotency_ttl_secs: 86_400,
             token_rate_limit: LimitSetting::default(),
             account_rate_limit: LimitSetting::default(),
+            buddy_client_id: None,
+            buddy_client_secret: None,
+            link_frame_ancestors: "*".into(),
         }
     }
 }

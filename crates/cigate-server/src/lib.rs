@@ -16,8 +16,11 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod limits;
+pub mod linking;
 pub mod metrics;
+pub mod oauth;
 pub mod openapi;
+pub mod refresh;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -42,11 +45,13 @@ pub enum StartError {
     Http(String),
 }
 
-/// A running server: its address and the task serving it.
+/// A running server: its address, the task serving it, and the background token
+/// refresher (stopped with the server).
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
     task: JoinHandle<Result<(), std::io::Error>>,
+    refresher: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -64,6 +69,7 @@ impl RunningServer {
 
     pub fn abort(&self) {
         self.task.abort();
+        self.refresher.abort();
     }
 }
 
@@ -74,6 +80,11 @@ pub async fn build_state(config: ServerConfig, store: Store) -> Result<AppState,
     })
     .map_err(|err| StartError::Http(err.to_string()))?;
     let cursor_key = store.signing_key("cursor").await?;
+    let link_key = store.signing_key("link-form").await?;
+    let oauth_http = oauth::build_http(cigate_buddy::base_url::UpstreamPolicy {
+        allow_private: config.allow_private_upstreams,
+    })
+    .map_err(StartError::Http)?;
     Ok(AppState {
         store,
         metrics: Arc::new(metrics::Metrics::new(http.clone())),
@@ -84,6 +95,9 @@ pub async fn build_state(config: ServerConfig, store: Store) -> Result<AppState,
         http,
         cursors: Arc::new(CursorCodec::new(&cursor_key)),
         config: Arc::new(config),
+        oauth_http,
+        refresher: Arc::default(),
+        link_key: Arc::new(link_key),
     })
 }
 
@@ -98,5 +112,11 @@ pub async fn start(state: AppState) -> Result<RunningServer, StartError> {
         .map_err(|source| StartError::Bind { addr, source })?;
     let app = routes::router(state.clone());
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(RunningServer { addr, state, task })
+    let refresher = tokio::spawn(refresh::background(state.clone()));
+    Ok(RunningServer {
+        addr,
+        state,
+        task,
+        refresher,
+    })
 }

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, admin, proxy, unified, writes};
+use crate::routes::{accounts, admin, link, proxy, unified, writes};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -25,9 +25,11 @@ use crate::state::AppState;
         proxy::proxy, proxy::custom,
         writes::run_job, writes::operate, writes::logs, writes::create_workflow, writes::update, writes::remove,
         writes::list_variables, writes::get_variable, writes::create_variable, writes::update_variable, writes::delete_variable,
+        link::create_link_token, link::put_integration, link::get_integration,
     ),
     components(schemas(
         admin::NewApiToken, accounts::CreateAccount, accounts::UpdateAccount, accounts::RefreshCredentials,
+        link::CreateLinkToken, link::IntegrationSettings, link::OAuthSettings,
         cigate_core::model::Workspace, cigate_core::model::Repo, cigate_core::model::Branch,
         cigate_core::model::PullRequest, cigate_core::model::Workflow, cigate_core::model::Job,
         cigate_core::model::Step,

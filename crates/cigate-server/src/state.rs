@@ -11,6 +11,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::{Metrics, ScopeLabels};
+use crate::refresh::Refresher;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -20,6 +21,11 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
+    /// Token endpoint client (same upstream policy as `http`).
+    pub oauth_http: reqwest::Client,
+    pub refresher: Arc<Refresher>,
+    /// Signs the Link page's form tokens.
+    pub link_key: Arc<Vec<u8>>,
 }
 
 impl AppState {

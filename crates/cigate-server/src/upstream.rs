@@ -1,6 +1,7 @@
 //! The bridge from an integrated account to its provider: credentials in, account
 //! status out (Buddy's 401 marks the account, 403 is recorded).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,12 +11,13 @@ use cigate_buddy::client::{BuddyClient, TokenInfo};
 use cigate_buddy::error::BuddyError;
 use cigate_buddy::provider::BuddyProvider;
 use cigate_core::{Provider, ProviderError, RateLimit, Secret};
-use cigate_store::{Account, AccountPatch, AccountStatus, Credential};
-use serde_json::Value;
+use cigate_store::{Account, AccountPatch, AccountStatus, AuthMethod};
+use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryPairs;
+use crate::refresh;
 use crate::state::AppState;
 
 /// Checks the URL against the upstream policy and the token against Buddy. Returns the
@@ -102,7 +104,7 @@ impl AccountClient {
 }
 
 /// The account's Buddy client: its base URL (checked against the upstream policy) and
-/// its decrypted credential, with the server's default deadline. Spends one request of
+/// its decrypted credential (refreshed first when it is an OAuth token about to expire), with the server's default deadline. Spends one request of
 /// the account's own limit, since every caller of this goes on to call Buddy.
 pub async fn account_client(
     state: &AppState,
@@ -126,17 +128,14 @@ pub async fn account_client(
         .map_err(|err| {
             ApiError::Validation(format!("the account's `base_url` is not allowed: {err}"))
         })?;
-    let credential = state
-        .store
-        .credential(&caller.environment_id, &account.id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("integrated account `{}` not found", account.id))
-        })?;
-    let token = match credential {
-        Credential::ApiKey { api_key } => api_key,
-        Credential::OAuth2 { access_token, .. } => access_token,
-    };
+    if account.environment_id != caller.environment_id {
+        return Err(ApiError::NotFound(format!(
+            "integrated account `{}` not found",
+            account.id
+        )));
+    }
+    // An OAuth token expiring within a minute is refreshed first (single-flight).
+    let token = refresh::current_token(state, account).await?;
     let client = BuddyClient::new(&state.http, url, token.clone())
         .with_timeout(Duration::from_millis(state.config.upstream_timeout_ms));
     Ok(AccountClient { client, token })
@@ -166,7 +165,69 @@ pub async fn provider_with_timeout(
     )))
 }
 
+/// Runs one provider call for the account within `timeout`. An OAuth token Buddy
+/// answers with 401 is refreshed once through the single-flight (or found already
+/// replaced by a concurrent refresh) and the call retried once; a second 401 or a dead
+/// grant marks the account `needs_reauth`. Never more than one refresh per call. A
+/// success on a `needs_reauth` account makes it `active` again.
+pub async fn call<T, F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    account: &Account,
+    timeout: Duration,
+    f: F,
+) -> ApiResult<T>
+where
+    F: Fn(Arc<dyn Provider>) -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let first = account_client(state, caller, account).await?;
+    let base_url = first.client.base_url().clone();
+    let provider: Arc<dyn Provider> =
+        Arc::new(BuddyProvider::new(first.client.with_timeout(timeout)));
+    let outcome = match f(provider).await {
+        Err(ProviderError::Upstream { status: 401, .. })
+            if account.authentication_method == AuthMethod::Oauth2 =>
+        {
+            let fresh =
+                refresh::refresh_account(state, account, refresh::Trigger::Replace(&first.token))
+                    .await?;
+            let client = BuddyClient::new(&state.http, base_url, fresh).with_timeout(timeout);
+            f(Arc::new(BuddyProvider::new(client))).await
+        }
+        other => other,
+    };
+    match outcome {
+        Ok(value) => {
+            if account.status == AccountStatus::NeedsReauth {
+                reactivate(state, account).await;
+            }
+            Ok(value)
+        }
+        Err(err) => Err(note_failure(state, caller, account, err).await),
+    }
+}
+
+async fn reactivate(state: &AppState, account: &Account) {
+    let patch = AccountPatch {
+        status: Some(AccountStatus::Active),
+        last_error: Some(None),
+        ..AccountPatch::default()
+    };
+    match state
+        .store
+        .update_account(&account.environment_id, &account.id, patch)
+        .await
+    {
+        Ok(_) => refresh::record_event(state, account, refresh::REACTIVATED, json!({})).await,
+        Err(err) => {
+            tracing::warn!(account = %account.id, error = %err, "could not reactivate the account")
+        }
+    }
+}
+
 /// Records what an upstream failure says about the account, then returns the error.
+/// A 401 marks it `needs_reauth` (with the lifecycle event); a 403 is recorded.
 pub async fn note_failure(
     state: &AppState,
     caller: &Caller,
@@ -177,12 +238,11 @@ pub async fn note_failure(
         status, message, ..
     } = &err
     {
+        if *status == 401 {
+            refresh::mark_needs_reauth(state, account, message).await;
+            return err.into();
+        }
         let patch = match status {
-            401 => Some(AccountPatch {
-                status: Some(AccountStatus::NeedsReauth),
-                last_error: Some(Some(message.clone())),
-                ..AccountPatch::default()
-            }),
             403 => Some(AccountPatch {
                 last_forbidden_error: Some(Some(message.clone())),
                 ..AccountPatch::default()

@@ -202,6 +202,17 @@ impl Store {
         row.map(LinkToken::try_from).transpose()
     }
 
+    /// The record of a link token by its id (the OAuth callback knows only the id).
+    pub async fn link_token_by_id(&self, id: &str) -> Result<Option<LinkToken>, StoreError> {
+        let row: Option<LinkRow> = on_pool!(self.pool(), p => {
+            sqlx::query_as(&format!("SELECT {LINK_COLUMNS} FROM link_tokens WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(p)
+                .await?
+        });
+        row.map(LinkToken::try_from).transpose()
+    }
+
     /// Spends a link token: `true` for exactly one caller, and only while it is unused
     /// and unexpired.
     pub async fn use_link_token(&self, id: &str) -> Result<bool, StoreError> {

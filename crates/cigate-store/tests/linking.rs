@@ -33,6 +33,10 @@ both_backends!(link_tokens_are_single_use_and_hashed, |ctx| {
     assert_eq!(found, record);
     assert_eq!(found.context, json!({ "plan": "pro" }));
     assert!(store.link_token("clt_nope").await.unwrap().is_none());
+    assert_eq!(
+        store.link_token_by_id(&record.id).await.unwrap(),
+        Some(record.clone())
+    );
 
     // Only the hash is kept.
     let raw = ctx.raw().await;

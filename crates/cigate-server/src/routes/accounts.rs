@@ -7,18 +7,16 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use cigate_buddy::client::TokenInfo;
 use cigate_core::Secret;
-use cigate_store::{
-    Account, AccountFilter, AccountPatch, AccountStatus, AuthMethod, Credential, NewAccount,
-};
+use cigate_store::{Account, AccountFilter, AccountPatch, AuthMethod, Credential};
 
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, QueryPairs};
+use crate::linking::{self, is_secret_key, Target};
 use crate::state::AppState;
-use crate::upstream;
+use crate::{oauth, refresh};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -28,12 +26,6 @@ pub fn routes() -> Router<AppState> {
             get(fetch).patch(update).delete(remove),
         )
         .route("/integrated-account/refresh-credentials", post(refresh))
-}
-
-/// Keys of `context` that are never stored in clear nor returned.
-fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    key.contains("token") || key.contains("secret") || key == "password" || key == "api_key"
 }
 
 /// The public form of an account: no secret, ever.
@@ -60,7 +52,8 @@ pub struct CreateAccount {
     pub tenant_id: Option<String>,
     /// Only `buddy` today.
     pub integration: String,
-    /// `api_key` (a personal access token). OAuth connections are made through the Link page.
+    /// `api_key` (a personal access token), or `oauth2` to import an existing OAuth
+    /// connection from `context.oauth.token`. New OAuth connections use the Link page.
     #[serde(default = "default_auth_method")]
     pub authentication_method: String,
     /// `api_key` (secret), `base_url` or `region` (`us`, `eu`), optional default `workspace`.
@@ -72,28 +65,10 @@ fn default_auth_method() -> String {
     "api_key".into()
 }
 
-/// Non-secret context kept on the account, with what verification learned.
-fn stored_context(given: &Map<String, Value>, base_url: &str, info: &TokenInfo) -> Value {
-    let mut context: Map<String, Value> = given
-        .iter()
-        .filter(|(key, _)| !is_secret_key(key))
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    context.insert("base_url".into(), Value::String(base_url.to_owned()));
-    if let Ok((region, _)) = cigate_buddy::base_url::resolve_base_url(base_url) {
-        context.insert("region".into(), Value::String(region.as_str().to_owned()));
-    }
-    if let Some(scopes) = &info.scopes {
-        context.insert("scopes".into(), json!(scopes));
-    }
-    context.insert("workspaces".into(), json!(info.workspaces));
-    if !context.contains_key("workspace") && info.workspaces.len() == 1 {
-        context.insert("workspace".into(), json!(info.workspaces[0]));
-    }
-    Value::Object(context)
-}
-
-fn string_field<'a>(context: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a str>> {
+pub(crate) fn string_field<'a>(
+    context: &'a Map<String, Value>,
+    key: &str,
+) -> ApiResult<Option<&'a str>> {
     match context.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim())),
@@ -104,7 +79,7 @@ fn string_field<'a>(context: &'a Map<String, Value>, key: &str) -> ApiResult<Opt
 }
 
 /// `base_url`, else `region`, else Buddy's US cloud.
-fn requested_base_url(context: &Map<String, Value>) -> ApiResult<String> {
+pub(crate) fn requested_base_url(context: &Map<String, Value>) -> ApiResult<String> {
     if let Some(url) = string_field(context, "base_url")? {
         return Ok(url.to_owned());
     }
@@ -130,30 +105,125 @@ pub async fn create(
             body.integration
         )));
     }
-    if body.authentication_method != "api_key" {
-        return Err(ApiError::Validation(format!(
-            "authentication_method `{}` cannot be created here; use `api_key`, or link OAuth accounts through the Link page",
-            body.authentication_method
-        )));
-    }
-    let api_key = string_field(&body.context, "api_key")?
-        .ok_or_else(|| ApiError::Validation("`context.api_key` is required".into()))?;
-    let api_key = Secret::new(api_key);
     let base_url = requested_base_url(&body.context)?;
-    let (base_url, info) = upstream::verify(&state, &base_url, &api_key).await?;
-    let account = state
-        .store
-        .create_account(NewAccount {
-            environment_id: caller.environment_id,
+    let credential = match body.authentication_method.as_str() {
+        "api_key" => {
+            let api_key = string_field(&body.context, "api_key")?
+                .ok_or_else(|| ApiError::Validation("`context.api_key` is required".into()))?;
+            Credential::ApiKey {
+                api_key: Secret::new(api_key),
+            }
+        }
+        "oauth2" => imported_oauth(&state, &caller, &body.context, &base_url).await?,
+        other => {
+            return Err(ApiError::Validation(format!(
+                "authentication_method `{other}` is not supported; use `api_key`, or `oauth2` with `context.oauth.token`"
+            )))
+        }
+    };
+    let verified = linking::verify(&state, &base_url, credential).await?;
+    let account = linking::save(
+        &state,
+        Target {
+            environment_id: &caller.environment_id,
             tenant_id: body.tenant_id,
-            integration: "buddy".into(),
-            status: AccountStatus::Active,
-            context: stored_context(&body.context, &base_url, &info),
-            last_error: None,
-            credential: Credential::ApiKey { api_key },
-        })
-        .await?;
+            account_id: None,
+            context: &body.context,
+        },
+        verified,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(account_view(&account))))
+}
+
+/// An OAuth connection imported from another system: `context.oauth.token` with
+/// `access_token`, `refresh_token`, and `expires_in` (seconds from now) or `expires_at`
+/// (RFC 3339). A token expiring within a minute is refreshed first with the
+/// environment's OAuth app.
+async fn imported_oauth(
+    state: &AppState,
+    caller: &Caller,
+    context: &Map<String, Value>,
+    base_url: &str,
+) -> ApiResult<Credential> {
+    let token = context
+        .get("oauth")
+        .and_then(|o| o.get("token"))
+        .and_then(Value::as_object)
+        .ok_or_else(|| ApiError::Validation("`context.oauth.token` is required".into()))?;
+    let text = |key: &str| {
+        token
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let access_token = text("access_token").ok_or_else(|| {
+        ApiError::Validation("`context.oauth.token.access_token` is required".into())
+    })?;
+    let refresh_token = text("refresh_token").map(Secret::new);
+    let expires_at = match (text("expires_at"), token.get("expires_in")) {
+        (Some(at), _) => Some(
+            chrono::DateTime::parse_from_rfc3339(at)
+                .map_err(|_| {
+                    ApiError::Validation(
+                        "`context.oauth.token.expires_at` must be an RFC 3339 timestamp".into(),
+                    )
+                })?
+                .with_timezone(&chrono::Utc),
+        ),
+        (None, Some(Value::Number(n))) => {
+            let seconds = n.as_i64().ok_or_else(|| {
+                ApiError::Validation(
+                    "`context.oauth.token.expires_in` must be whole seconds".into(),
+                )
+            })?;
+            Some(chrono::Utc::now() + chrono::Duration::seconds(seconds))
+        }
+        (None, None | Some(Value::Null)) => None,
+        (None, Some(_)) => {
+            return Err(ApiError::Validation(
+                "`context.oauth.token.expires_in` must be a number".into(),
+            ))
+        }
+    };
+    let expired = expires_at.is_some_and(|at| at <= chrono::Utc::now() + refresh::EARLY_REFRESH);
+    if !expired {
+        return Ok(Credential::OAuth2 {
+            access_token: Secret::new(access_token),
+            refresh_token,
+            expires_at,
+        });
+    }
+    let refresh_token = refresh_token.ok_or_else(|| {
+        ApiError::Validation(
+            "the imported access token has expired and there is no `refresh_token` to renew it"
+                .into(),
+        )
+    })?;
+    let app = oauth::app_for(state, &caller.environment_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Validation(
+                "the imported token has expired; configure the OAuth app (PUT /environment-integration/buddy) so it can be refreshed".into(),
+            )
+        })?;
+    let url = cigate_buddy::base_url::validate_base_url(base_url, state.upstream_policy())
+        .await
+        .map_err(|err| ApiError::Validation(format!("`base_url` is not allowed: {err}")))?;
+    let tokens = app
+        .refresh(
+            &state.oauth_http,
+            state.upstream_policy(),
+            url.as_str(),
+            &refresh_token,
+        )
+        .await?;
+    Ok(Credential::OAuth2 {
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        expires_at: tokens.expires_at,
+    })
 }
 
 #[utoipa::path(get, path = "/integrated-account", tag = "integrated accounts", security(("api_token" = [])),
@@ -254,7 +324,7 @@ pub async fn update(
     let account = load(&state, &caller, &id).await?;
     let mut context = account.context.as_object().cloned().unwrap_or_default();
     let mut patch = AccountPatch {
-        tenant_id: body.tenant_id.map(Some),
+        tenant_id: body.tenant_id.clone().map(Some),
         ..AccountPatch::default()
     };
     let moves_upstream =
@@ -276,13 +346,19 @@ pub async fn update(
                     .unwrap_or(cigate_buddy::base_url::US_BASE_URL)
                     .to_owned()
             };
-        let (base_url, info) = upstream::verify(&state, &base_url, &api_key).await?;
-        if let Value::Object(fresh) = stored_context(&body.context, &base_url, &info) {
-            context.extend(fresh);
-        }
-        patch.credential = Some(Credential::ApiKey { api_key });
-        patch.status = Some(AccountStatus::Active);
-        patch.last_error = Some(None);
+        let verified = linking::verify(&state, &base_url, Credential::ApiKey { api_key }).await?;
+        let updated = linking::save(
+            &state,
+            Target {
+                environment_id: &caller.environment_id,
+                tenant_id: body.tenant_id,
+                account_id: Some(&id),
+                context: &body.context,
+            },
+            verified,
+        )
+        .await?;
+        return Ok(Json(account_view(&updated)));
     } else {
         for (key, value) in body.context.iter().filter(|(k, _)| !is_secret_key(k)) {
             context.insert(key.clone(), value.clone());
@@ -323,23 +399,35 @@ pub struct RefreshCredentials {
     pub id: String,
 }
 
-/// Refresh an OAuth account's token now. Personal access tokens have nothing to refresh.
+/// Refresh an OAuth account's token now (through the same single-flight as every other
+/// refresh). Personal access tokens have nothing to refresh.
 #[utoipa::path(post, path = "/integrated-account/refresh-credentials", tag = "integrated accounts", security(("api_token" = [])),
-    request_body = RefreshCredentials, responses((status = 200, description = "`{ success: true }`"), (status = 422, description = "not an OAuth account")))]
+    request_body = RefreshCredentials, responses((status = 200, description = "`{ success: true }`"), (status = 401, description = "Buddy refused the refresh token; the account is now needs_reauth"), (status = 422, description = "not an OAuth account")))]
 pub async fn refresh(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<RefreshCredentials>,
 ) -> ApiResult<Json<Value>> {
     let account = load(&state, &caller, &body.id).await?;
-    match account.authentication_method {
-        AuthMethod::ApiKey => Err(ApiError::Validation(
+    if account.authentication_method != AuthMethod::Oauth2 {
+        return Err(ApiError::Validation(
             "this account uses a personal access token, which has nothing to refresh".into(),
-        )),
-        AuthMethod::Oauth2 => Err(ApiError::Validation(
-            "OAuth token refresh is not available in this version".into(),
-        )),
+        ));
     }
+    let credential = state
+        .store
+        .credential(&caller.environment_id, &account.id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("integrated account `{}` not found", account.id))
+        })?;
+    let Credential::OAuth2 { access_token, .. } = credential else {
+        return Err(ApiError::Validation(
+            "the account holds no OAuth token".into(),
+        ));
+    };
+    refresh::refresh_account(&state, &account, refresh::Trigger::Replace(&access_token)).await?;
+    Ok(Json(json!({ "success": true })))
 }
 
 #[cfg(test)]
@@ -369,12 +457,12 @@ mod tests {
             "api_key": "s3cret", "base_url": "x", "foo_token": "t", "workspace": "acme"
         }))
         .unwrap();
-        let info = TokenInfo {
+        let info = cigate_buddy::client::TokenInfo {
             scopes: Some(vec!["WORKSPACE".into()]),
             expires_at: None,
             workspaces: vec!["acme".into()],
         };
-        let ctx = stored_context(&given, "https://api.buddy.works", &info);
+        let ctx = linking::stored_context(&given, "https://api.buddy.works", &info);
         let text = ctx.to_string();
         assert!(!text.contains("s3cret"));
         assert!(!text.contains("foo_token"));

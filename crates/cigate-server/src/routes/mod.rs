@@ -11,6 +11,7 @@ use crate::state::AppState;
 
 pub mod accounts;
 pub mod admin;
+pub mod link;
 pub mod proxy;
 pub mod unified;
 pub mod writes;
@@ -22,12 +23,14 @@ pub fn router(state: AppState) -> Router {
         .merge(unified::routes())
         .merge(writes::routes(state.clone()))
         .merge(proxy::routes(state.clone()))
+        .merge(link::api_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/metrics", get(crate::metrics::serve))
         .merge(crate::openapi::routes())
+        .merge(link::page_routes())
         .merge(authed)
         .fallback(admin::not_found)
         .layer(middleware::from_fn_with_state(

@@ -157,11 +157,11 @@ pub async fn list(
         })
         .transpose()?;
     let timeout = upstream::call_timeout(&state, &query)?;
-    let provider = upstream::provider_with_timeout(&state, &caller, &account, timeout).await?;
-    let page = match provider.list(resource, &list_query, position).await {
-        Ok(page) => page,
-        Err(err) => return Err(upstream::note_failure(&state, &caller, &account, err).await),
-    };
+    let page = upstream::call(&state, &caller, &account, timeout, |provider| {
+        let (list_query, position) = (&list_query, position.clone());
+        async move { provider.list(resource, list_query, position).await }
+    })
+    .await?;
     let next_cursor = page
         .next
         .as_ref()
@@ -195,12 +195,13 @@ pub async fn fetch(
     let account = accounts::load(&state, &caller, account_id).await?;
     let list_query = list_query(&query, &account.context)?;
     let timeout = upstream::call_timeout(&state, &query)?;
-    let provider = upstream::provider_with_timeout(&state, &caller, &account, timeout).await?;
-    match provider.get(resource, &id, &list_query).await {
-        Ok(found) => Ok((
-            upstream::rate_limit_headers(found.rate_limit.as_ref()),
-            Json(found.record.render(&render)),
-        )),
-        Err(err) => Err(upstream::note_failure(&state, &caller, &account, err).await),
-    }
+    let found = upstream::call(&state, &caller, &account, timeout, |provider| {
+        let (id, list_query) = (&id, &list_query);
+        async move { provider.get(resource, id, list_query).await }
+    })
+    .await?;
+    Ok((
+        upstream::rate_limit_headers(found.rate_limit.as_ref()),
+        Json(found.record.render(&render)),
+    ))
 }

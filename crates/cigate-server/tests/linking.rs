@@ -1,0 +1,678 @@
+//! Link tokens, the Link page, OAuth against the simulator, and token refresh (single
+//! flight across instances), all over HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use cigate_buddy_sim::SimConfig;
+use cigate_store::{AccountPatch, AccountStatus, Credential, NewLinkToken, Secret};
+use common::{Backend, Harness};
+use serde_json::{json, Value};
+
+const CLIENT_ID: &str = "cigate-test-app";
+const CLIENT_SECRET: &str = "cigate-test-secret";
+
+/// Decodes the entities askama writes into attribute values.
+fn unescape(text: &str) -> String {
+    let mut text = text.to_owned();
+    for code in 32u8..127 {
+        let c = char::from(code).to_string();
+        text = text
+            .replace(&format!("&#{code};"), &c)
+            .replace(&format!("&#x{code:x};"), &c);
+    }
+    text.replace("&#x2f;", "/")
+        .replace("&#47;", "/")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The value of the first `attr="…"` after `marker`.
+fn attr_after(html: &str, marker: &str, attr: &str) -> Option<String> {
+    let start = html.find(marker)?;
+    let rest = &html[start..];
+    let key = format!("{attr}=\"");
+    let at = rest.find(&key)? + key.len();
+    let end = rest[at..].find('"')?;
+    Some(unescape(&rest[at..at + end]))
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    attr_after(html, &format!("name=\"{name}\""), "value").unwrap_or_default()
+}
+
+async fn new_link(h: &Harness, body: Value) -> (String, String) {
+    let response = h.post("/link-token").json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    (
+        body["link_token"].as_str().unwrap().to_owned(),
+        body["link_url"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn get_page(h: &Harness, url: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let response = h.http.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+/// Posts the page's form to `action` with the given choices.
+async fn submit(h: &Harness, page: &str, action: &str, extra: &[(&str, &str)]) -> (u16, String) {
+    let mut form: Vec<(String, String)> = vec![
+        ("link_token".into(), hidden(page, "link_token")),
+        ("csrf".into(), hidden(page, "csrf")),
+    ];
+    for (k, v) in extra {
+        form.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    let response = h.http.post(h.url(action)).form(&form).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+fn result_account(html: &str) -> String {
+    attr_after(html, "id=\"cigate-result\"", "data-account-id").unwrap_or_default()
+}
+
+async fn configure_oauth(h: &Harness) {
+    let callback = h.url("/oauth/callback");
+    h.sim
+        .sim()
+        .register_oauth_client(CLIENT_ID, CLIENT_SECRET, &[&callback]);
+    let response = h
+        .http
+        .put(h.url("/environment-integration/buddy"))
+        .bearer_auth(&h.api_token)
+        .json(
+            &json!({ "oauth": { "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+            "scopes": ["WORKSPACE", "EXECUTION_INFO", "REPOSITORY_READ", "TOKEN_INFO"] } }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(!body.to_string().contains(CLIENT_SECRET));
+    assert_eq!(body["oauth"]["has_client_secret"], true);
+}
+
+/// Starts OAuth from a fresh link page; returns the authorize URL and the link token.
+async fn start_oauth(h: &Harness, redirect_uri: Option<&str>) -> String {
+    let (_, link_url) = new_link(
+        h,
+        json!({ "tenant_id": "acme", "redirect_uri": redirect_uri }),
+    )
+    .await;
+    let (status, _, page) = get_page(h, &link_url).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Connect with Buddy"), "{page}");
+    let base = h.sim.base_url();
+    let (status, interstitial) = submit(
+        h,
+        &page,
+        "/connect/oauth",
+        &[("region", "self_hosted"), ("base_url", &base)],
+    )
+    .await;
+    assert_eq!(status, 200, "{interstitial}");
+    attr_after(&interstitial, "id=\"cigate-continue\"", "href").expect("authorize link")
+}
+
+/// Links the simulator's account through the whole OAuth round trip; returns its id.
+async fn oauth_link(h: &Harness) -> String {
+    let authorize = start_oauth(h, None).await;
+    let (status, _, done) = get_page(h, &authorize).await;
+    assert_eq!(status, 200, "{done}");
+    let id = result_account(&done);
+    assert!(!id.is_empty(), "{done}");
+    id
+}
+
+async fn account(h: &Harness, id: &str) -> Value {
+    let (status, body) = h.get_json(&format!("/integrated-account/{id}")).await;
+    assert_eq!(status, 200);
+    body
+}
+
+async fn workspaces(base: &str, h: &Harness, id: &str) -> (u16, Value) {
+    let response = h
+        .http
+        .get(format!(
+            "{base}/unified/ci-cd/workspaces?integrated_account_id={id}"
+        ))
+        .bearer_auth(&h.api_token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Rewrites the stored OAuth credential (as if time had passed or Buddy had rotated).
+async fn set_credential(
+    h: &Harness,
+    env: &str,
+    id: &str,
+    change: impl FnOnce(&mut Option<Secret>, &mut Option<chrono::DateTime<Utc>>),
+) -> Secret {
+    let store = &h.server.state.store;
+    let Some(Credential::OAuth2 {
+        access_token,
+        mut refresh_token,
+        mut expires_at,
+    }) = store.credential(env, id).await.unwrap()
+    else {
+        panic!("not an OAuth account");
+    };
+    change(&mut refresh_token, &mut expires_at);
+    store
+        .update_account(
+            env,
+            id,
+            AccountPatch {
+                credential: Some(Credential::OAuth2 {
+                    access_token: access_token.clone(),
+                    refresh_token,
+                    expires_at,
+                }),
+                ..AccountPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    access_token
+}
+
+both_backends!(
+    link_page_links_a_personal_access_token,
+    |h: Harness| async move {
+        let (token, link_url) = new_link(
+        &h,
+        json!({ "tenant_id": "acme", "redirect_uri": "https://app.example.com/done?x=1", "context": { "plan": "pro" } }),
+    )
+    .await;
+        assert!(link_url.starts_with(&h.server.base_url()));
+        assert!(link_url.contains(&token));
+
+        // Truto's SDK path and parameters render the same page, token-only when asked.
+        let (status, headers, page) = get_page(
+        &h,
+        &h.url(&format!("/connect-account?link_token={token}&integration=buddy&auth_format=api_key&no_back=true")),
+    )
+    .await;
+        assert_eq!(status, 200);
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("form-action 'self'"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors *"), "{csp}");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert!(page.contains("<label for=\"api_key\">"));
+        assert!(
+            !page.contains("Connect with Buddy"),
+            "no OAuth app, and auth_format=api_key"
+        );
+        assert!(
+            !page.contains("http://") && !page.contains("https://cdn"),
+            "no outside assets"
+        );
+
+        // A wrong token is explained in the page; the link stays usable.
+        let base = h.sim.base_url();
+        let (status, again) = submit(
+            &h,
+            &page,
+            "/connect/token",
+            &[
+                ("region", "self_hosted"),
+                ("base_url", &base),
+                ("api_key", "00000000-0000-4000-8000-000000000000"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 422);
+        assert!(again.contains("Buddy did not accept this token"), "{again}");
+        assert!(again.contains("value=\"self_hosted\" checked"));
+
+        // A forged form is refused.
+        let (status, forged) = h
+            .http
+            .post(h.url("/connect/token"))
+            .form(&[
+                ("link_token", token.as_str()),
+                ("csrf", "00"),
+                ("api_key", "x"),
+            ])
+            .send()
+            .await
+            .map(|r| (r.status().as_u16(), r))
+            .unwrap();
+        assert_eq!(status, 403);
+        drop(forged);
+
+        let (status, done) = submit(
+            &h,
+            &again,
+            "/connect/token",
+            &[
+                ("region", "self_hosted"),
+                ("base_url", &base),
+                ("api_key", &h.buddy_token),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{done}");
+        let id = result_account(&done);
+        let redirect = attr_after(&done, "id=\"cigate-result\"", "data-redirect").unwrap();
+        assert_eq!(
+            redirect,
+            format!(
+                "https://app.example.com/done?x=1&integrated_account_id={id}&integration=buddy"
+            )
+        );
+        assert_eq!(
+            attr_after(&done, "id=\"cigate-result\"", "data-target-origin").unwrap(),
+            "https://app.example.com"
+        );
+        let linked = account(&h, &id).await;
+        assert_eq!(linked["tenant_id"], "acme");
+        assert_eq!(linked["status"], "active");
+        assert_eq!(linked["authentication_method"], "api_key");
+        assert_eq!(linked["context"]["plan"], "pro");
+        let (status, _) = workspaces(&h.server.base_url(), &h, &id).await;
+        assert_eq!(status, 200);
+
+        // The link is spent.
+        let (status, _, used) = get_page(&h, &link_url).await;
+        assert_eq!(status, 410);
+        assert!(used.contains("already been used"), "{used}");
+    }
+);
+
+both_backends!(
+    unknown_and_expired_links_are_explained,
+    |h: Harness| async move {
+        let (status, _, page) = get_page(&h, &h.url("/connect?link_token=clt_nope")).await;
+        assert_eq!(status, 404);
+        assert!(page.contains("This link is not valid"));
+        let (status, _, page) = get_page(&h, &h.url("/connect")).await;
+        assert_eq!(status, 400);
+        assert!(page.contains("needs a link"));
+        let (status, _, page) =
+            get_page(&h, &h.url("/connect?link_token=x&integration=github")).await;
+        assert_eq!(status, 400);
+        assert!(page.contains("Buddy accounts only"));
+
+        let env = h
+            .server
+            .state
+            .store
+            .ensure_environment("default")
+            .await
+            .unwrap()
+            .id;
+        let (_, token) = h
+            .server
+            .state
+            .store
+            .create_link_token(NewLinkToken {
+                environment_id: env,
+                tenant_id: None,
+                integrated_account_id: None,
+                redirect_uri: None,
+                context: json!({}),
+                ttl: Duration::from_millis(1),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (status, _, page) = get_page(
+            &h,
+            &h.url(&format!("/connect?link_token={}", token.expose())),
+        )
+        .await;
+        assert_eq!(status, 410);
+        assert!(page.contains("This link has expired"), "{page}");
+
+        let bad = h
+            .post("/link-token")
+            .json(&json!({ "redirect_uri": "javascript:alert(1)" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 422);
+        let missing = h
+            .post("/link-token")
+            .json(&json!({ "integrated_account_id": "nope" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+
+        let script = h.http.get(h.url("/link.js")).send().await.unwrap();
+        assert_eq!(script.status(), 200);
+        assert!(script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript"));
+        assert!(script.text().await.unwrap().contains("authenticate"));
+    }
+);
+
+both_backends!(
+    oauth_round_trip_links_and_refuses_replays,
+    |h: Harness| async move {
+        configure_oauth(&h).await;
+        let authorize = start_oauth(&h, Some("https://app.example.com/cb")).await;
+        let url = url::Url::parse(&authorize).unwrap();
+        let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(query["code_challenge_method"], "S256");
+        assert_eq!(query["client_id"], CLIENT_ID);
+        assert!(query["scope"].contains("EXECUTION_INFO"));
+        assert!(authorize.starts_with(&h.sim.base_url()));
+
+        // Follow Buddy's redirect back to our callback.
+        let response = h.http.get(&authorize).send().await.unwrap();
+        let callback = response.url().clone();
+        assert_eq!(callback.path(), "/oauth/callback");
+        let done = response.text().await.unwrap();
+        let id = result_account(&done);
+        assert!(!id.is_empty(), "{done}");
+        let linked = account(&h, &id).await;
+        assert_eq!(linked["authentication_method"], "oauth2");
+        assert_eq!(linked["status"], "active");
+        assert!(!linked.to_string().contains("token\":"));
+        let (status, _) = workspaces(&h.server.base_url(), &h, &id).await;
+        assert_eq!(status, 200);
+
+        // The same state again: refused, clearly.
+        let (status, _, replay) = get_page(&h, callback.as_str()).await;
+        assert_eq!(status, 400);
+        assert!(replay.contains("already completed"), "{replay}");
+
+        // A declined authorization.
+        let authorize = start_oauth(&h, None).await;
+        let state = url::Url::parse(&authorize)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        let (status, _, denied) = get_page(
+            &h,
+            &h.url(&format!(
+                "/oauth/callback?error=access_denied&state={state}"
+            )),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(denied.contains("You declined access"), "{denied}");
+        assert!(denied.contains("data-error-type=\"oauth_denied\""));
+    }
+);
+
+both_backends!(a_wrong_pkce_verifier_is_refused, |h: Harness| async move {
+    configure_oauth(&h).await;
+    let authorize = start_oauth(&h, None).await;
+    let mut url = url::Url::parse(&authorize).unwrap();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == "code_challenge" {
+                (k, "A".repeat(43))
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    let (status, _, page) = get_page(&h, url.as_str()).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("Buddy did not accept the sign-in"), "{page}");
+    assert!(page.contains("PKCE"), "{page}");
+    let (_, list) = h.get_json("/integrated-account").await;
+    assert_eq!(list["result_count"], 0);
+});
+
+both_backends!(
+    refresh_happens_once_before_expiry_and_on_401,
+    |h: Harness| async move {
+        configure_oauth(&h).await;
+        let id = oauth_link(&h).await;
+        let env = account(&h, &id).await["environment_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let sim = h.sim.sim();
+        let base = h.server.base_url();
+
+        // Expiring by our clock: refreshed first, once for many concurrent calls.
+        set_credential(&h, &env, &id, |_, at| {
+            *at = Some(Utc::now() - chrono::Duration::seconds(5))
+        })
+        .await;
+        let before = sim.oauth_token_calls();
+        let calls = (0..20).map(|_| workspaces(&base, &h, &id));
+        for (status, body) in futures::future::join_all(calls).await {
+            assert_eq!(status, 200, "{body}");
+        }
+        assert_eq!(sim.oauth_token_calls() - before, 1);
+
+        // Invalidated by Buddy without warning: one refresh, the call retried.
+        let Some(Credential::OAuth2 { access_token, .. }) =
+            h.server.state.store.credential(&env, &id).await.unwrap()
+        else {
+            panic!()
+        };
+        assert!(sim.expire_token(access_token.expose()));
+        let before = sim.oauth_token_calls();
+        let calls = (0..20).map(|_| workspaces(&base, &h, &id));
+        for (status, body) in futures::future::join_all(calls).await {
+            assert_eq!(status, 200, "{body}");
+        }
+        assert_eq!(sim.oauth_token_calls() - before, 1);
+
+        // Forced refresh.
+        let before = sim.oauth_token_calls();
+        let forced = h
+            .post("/integrated-account/refresh-credentials")
+            .json(&json!({ "id": id }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forced.status(), 200);
+        assert_eq!(
+            forced.json::<Value>().await.unwrap(),
+            json!({ "success": true })
+        );
+        assert_eq!(sim.oauth_token_calls() - before, 1);
+        let (status, _) = workspaces(&base, &h, &id).await;
+        assert_eq!(status, 200);
+    }
+);
+
+both_backends!(
+    a_revoked_refresh_token_needs_reauth_in_one_call,
+    |h: Harness| async move {
+        configure_oauth(&h).await;
+        let id = oauth_link(&h).await;
+        let env = account(&h, &id).await["environment_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        set_credential(&h, &env, &id, |rt, at| {
+            *rt = Some(Secret::new("revoked-refresh-token"));
+            *at = Some(Utc::now() - chrono::Duration::seconds(5));
+        })
+        .await;
+        let before = h.sim.sim().oauth_token_calls();
+        let (status, body) = workspaces(&h.server.base_url(), &h, &id).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["truto_is_remote_error"], true);
+        assert_eq!(h.sim.sim().oauth_token_calls() - before, 1);
+        let after = account(&h, &id).await;
+        assert_eq!(after["status"], "needs_reauth");
+        assert!(
+            after["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("refresh token"),
+            "{after}"
+        );
+        let events = h
+            .server
+            .state
+            .store
+            .list_account_events(&env, Some(&id), 10)
+            .await
+            .unwrap();
+        assert!(events
+            .iter()
+            .any(|e| e.event_type == "integrated_account:authentication_error"));
+        assert!(!serde_json::to_string(&events)
+            .unwrap()
+            .contains("revoked-refresh-token"));
+
+        // Reconnect in place with a new link: same id, active again.
+        let (_, link_url) = new_link(&h, json!({ "integrated_account_id": id })).await;
+        let (_, _, page) = get_page(&h, &link_url).await;
+        assert!(page.contains("Reconnect Buddy"));
+        let base = h.sim.base_url();
+        let (status, done) = submit(
+            &h,
+            &page,
+            "/connect/token",
+            &[
+                ("region", "self_hosted"),
+                ("base_url", &base),
+                ("api_key", &h.buddy_token),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{done}");
+        assert_eq!(result_account(&done), id);
+        let again = account(&h, &id).await;
+        assert_eq!(again["status"], "active");
+        assert_eq!(again["last_error"], Value::Null);
+    }
+);
+
+both_backends!(oauth_connections_can_be_imported, |h: Harness| async move {
+    configure_oauth(&h).await;
+    let base = h.sim.base_url();
+    let import = |token: Value| {
+        h.post("/integrated-account").json(&json!({
+            "tenant_id": "acme", "integration": "buddy", "authentication_method": "oauth2",
+            "context": { "base_url": base, "oauth": { "token": token } },
+        }))
+    };
+    let response = import(
+        json!({ "access_token": h.buddy_token, "refresh_token": "r-1", "expires_in": 3600 }),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["authentication_method"], "oauth2");
+    assert!(body["context"].get("oauth").is_none());
+    assert!(!body.to_string().contains("r-1"));
+
+    // Expired with a refresh token Buddy does not know: refused, nothing stored.
+    let response = import(json!({ "access_token": "old", "refresh_token": "unknown", "expires_at": "2020-01-01T00:00:00Z" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let response = import(json!({ "refresh_token": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let (_, list) = h.get_json("/integrated-account").await;
+    assert_eq!(list["result_count"], 1);
+
+    // PATs have nothing to refresh.
+    let pat = h.link().await;
+    let response = h
+        .post("/integrated-account/refresh-credentials")
+        .json(&json!({ "id": pat }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+});
+
+/// 200 concurrent calls over two gateway instances sharing one PostgreSQL schema, on an
+/// account whose token just expired (by our clock, then by Buddy's): one refresh each
+/// time, no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_refresh_exactly_once() {
+    // A budget that 800 calls do not exhaust: this test is about refresh, not pacing.
+    let sim_config = SimConfig {
+        rate_limit: cigate_buddy_sim::RateLimitSpec {
+            budget: 100_000,
+            window_seconds: 3600,
+        },
+        ..SimConfig::default()
+    };
+    let Some(h) = Harness::start_with(Backend::Postgres, sim_config).await else {
+        return;
+    };
+    configure_oauth(&h).await;
+    let id = oauth_link(&h).await;
+    let env = account(&h, &id).await["environment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = cigate_server::store::open(&h.config).await.unwrap();
+    let state = cigate_server::build_state(h.config.clone(), store)
+        .await
+        .unwrap();
+    let second = cigate_server::start(state).await.unwrap();
+    let bases = [h.server.base_url(), second.base_url()];
+    let sim = h.sim.sim();
+
+    for round in ["our clock", "Buddy's clock"] {
+        if round == "our clock" {
+            set_credential(&h, &env, &id, |_, at| {
+                *at = Some(Utc::now() - chrono::Duration::seconds(1))
+            })
+            .await;
+        } else {
+            let Some(Credential::OAuth2 { access_token, .. }) =
+                h.server.state.store.credential(&env, &id).await.unwrap()
+            else {
+                panic!()
+            };
+            assert!(sim.expire_token(access_token.expose()));
+        }
+        let before = sim.oauth_token_calls();
+        let calls = (0..200).map(|i| workspaces(&bases[i % 2], &h, &id));
+        let results = futures::future::join_all(calls).await;
+        let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
+        assert!(
+            failed.is_empty(),
+            "{round}: {} failed, first {:?}",
+            failed.len(),
+            failed.first()
+        );
+        assert_eq!(sim.oauth_token_calls() - before, 1, "{round}");
+    }
+    assert_eq!(
+        account(&h, &id).await["status"],
+        AccountStatus::Active.as_str()
+    );
+    second.abort();
+}
