@@ -72,6 +72,11 @@ pub struct GovernorConfig {
     /// How far a caller may run ahead of the even schedule, in percent of the time left
     /// until the reset (10 %).
     pub burst_percent: u8,
+    /// While more than this share of the largest budget seen is left, calls go at once:
+    /// a burst (a product syncing one account, 200 concurrent list calls) should not
+    /// be stretched over the hour when the budget easily covers it. Below it, what is
+    /// left is spread evenly until the reset (25 %: 250 of 1,000; 15 of 60).
+    pub free_percent: u8,
     /// Budget left unspent in each window, in percent of the largest budget seen, for
     /// the customer's own use of the token (2 %: 20 of 1,000; 1 of 60; 0 of 20).
     pub reserve_percent: u8,
@@ -88,6 +93,7 @@ impl Default for GovernorConfig {
             reset_margin: Duration::from_secs(1),
             reset_jitter: Duration::from_millis(100),
             burst_percent: 10,
+            free_percent: 25,
             reserve_percent: 2,
             unknown_burst: 4,
             learn_reset_phase: true,
@@ -426,6 +432,7 @@ impl Governor {
             st.window = None;
         }
         let reserve = st.learned_budget * u64::from(self.config.reserve_percent) / 100;
+        let free_above = st.learned_budget * u64::from(self.config.free_percent) / 100;
         let tat = st.tat;
         let Some(window) = st.window.as_mut() else {
             if st.unknown_in_flight < u64::from(self.config.unknown_burst.max(1)) {
@@ -441,6 +448,15 @@ impl Governor {
         let available = window.remaining - reserve as i64;
         if available <= 0 {
             return Decision::WaitUntil(window.renew_at);
+        }
+        if self.config.free_percent > 0 && available > free_above as i64 {
+            window.remaining -= 1;
+            let reset_unix = window.reset_unix;
+            st.in_flight += 1;
+            return Decision::Go {
+                at: now,
+                window: Some(reset_unix),
+            };
         }
         // Spread what is left evenly over [base, reset]; run ahead by at most `tau`.
         let base = tat.max(now).min(window.reset_at.max(now));
@@ -662,6 +678,7 @@ mod tests {
         GovernorConfig {
             reset_jitter: Duration::ZERO,
             burst_percent: 0,
+            free_percent: 0,
             reserve_percent: 0,
             learn_reset_phase: false,
             ..GovernorConfig::default()
@@ -714,6 +731,28 @@ mod tests {
         let waited = call(&g, 9, reset + 10).await;
         assert_eq!(t0.elapsed(), Duration::from_secs(11));
         assert_eq!(waited, Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_goes_at_once_while_the_budget_is_ample_then_spacing_starts() {
+        let g = governor(GovernorConfig {
+            free_percent: 25,
+            ..cfg()
+        });
+        let reset = T0 as i64 + 100;
+        // Teaches a budget of 100 for 100 s.
+        call(&g, 99, reset).await;
+        let t0 = Instant::now();
+        // Down to 25 left, calls are not spaced at all.
+        for left in (25..99).rev() {
+            call(&g, left, reset).await;
+        }
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        // From there on the last quarter is spread over the time left: one per 4 s.
+        call(&g, 24, reset).await;
+        let before = Instant::now();
+        call(&g, 23, reset).await;
+        assert_near(before.elapsed(), 4000);
     }
 
     /// Within 2 ms: Unix seconds as `f64` and Tokio's millisecond timer round a little.
