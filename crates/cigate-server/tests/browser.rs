@@ -1,0 +1,172 @@
+//! The Link page in a real browser: Debian's headless Chromium, driven by
+//! tests/browser/link.mjs (playwright-core), links the simulator's account with a
+//! personal access token, through OAuth against the simulator, and through Truto's
+//! published Link SDK in popup mode. Screenshots of each page land in
+//! target/test-artifacts/browser.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Backend, Harness};
+use serde_json::{json, Value};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CLIENT_ID: &str = "cigate-browser-app";
+const CLIENT_SECRET: &str = "cigate-browser-secret";
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The script's directory, or `None` (after saying why) when Chromium or the Node
+/// packages are missing here. Under CI that is a failure: `.ci/run` installs both.
+fn browser_dir() -> Option<PathBuf> {
+    let dir = workspace_root().join("tests/browser");
+    let missing: Vec<String> = [PathBuf::from(CHROMIUM), dir.join("node_modules")]
+        .iter()
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return Some(dir);
+    }
+    let why = format!(
+        "the browser test needs {} (install Debian's chromium, then run tests/browser/setup.sh)",
+        missing.join(" and ")
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
+
+/// A fresh link token; returns `(link_token, link_url)`.
+async fn new_link(h: &Harness) -> (String, String) {
+    let response = h
+        .post("/link-token")
+        .json(&json!({ "tenant_id": "acme" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    (
+        body["link_token"].as_str().unwrap().to_owned(),
+        body["link_url"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Registers cigate as an OAuth app in the simulator and configures the environment.
+async fn configure_oauth(h: &Harness) {
+    h.sim
+        .sim()
+        .register_oauth_client(CLIENT_ID, CLIENT_SECRET, &[&h.url("/oauth/callback")]);
+    let response = h
+        .http
+        .put(h.url("/environment-integration/buddy"))
+        .bearer_auth(&h.api_token)
+        .json(
+            &json!({ "oauth": { "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+            "scopes": ["WORKSPACE", "EXECUTION_INFO", "REPOSITORY_READ", "TOKEN_INFO"] } }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// The account exists in the store, is active, and a unified call through it works.
+async fn assert_works(h: &Harness, id: &str, method: &str) {
+    let store = &h.server.state.store;
+    let env = store.ensure_environment("default").await.unwrap();
+    let account = store
+        .get_account(&env.id, id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("account {id} is not in the store"));
+    assert_eq!(account.tenant_id.as_deref(), Some("acme"));
+    let (status, body) = h.get_json(&format!("/integrated-account/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "active", "{body}");
+    assert_eq!(body["authentication_method"], method, "{body}");
+    let (status, body) = h
+        .get_json(&format!(
+            "/unified/ci-cd/workspaces?integrated_account_id={id}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body["result"].as_array().unwrap().is_empty(),
+        "workspaces through {id}: {body}"
+    );
+}
+
+fn artifacts() -> PathBuf {
+    workspace_root()
+        .canonicalize()
+        .unwrap()
+        .join("target/test-artifacts/browser")
+}
+
+async fn run_script(dir: &Path, h: &Harness) -> Value {
+    let (_, token_url) = new_link(h).await;
+    let (_, oauth_url) = new_link(h).await;
+    let (sdk_token, _) = new_link(h).await;
+    // Fresh screenshots only: the assertions below look for this run's files.
+    let _ = std::fs::remove_dir_all(artifacts());
+    let output = tokio::process::Command::new("node")
+        .arg(dir.join("link.mjs"))
+        .current_dir(dir)
+        .env("CIGATE_URL", h.server.base_url())
+        .env("BUDDY_URL", h.sim.base_url())
+        .env("LINK_URL_TOKEN", token_url)
+        .env("LINK_URL_OAUTH", oauth_url)
+        .env("BUDDY_TOKEN", &h.buddy_token)
+        .env("SDK_LINK_TOKEN", sdk_token)
+        .env("ARTIFACTS", artifacts())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the browser script failed (screenshots in {}):\n{stderr}",
+        artifacts().display()
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test]
+async fn chromium_links_by_token_by_oauth_and_through_trutos_sdk() {
+    let Some(dir) = browser_dir() else { return };
+    let h = Harness::start(Backend::Sqlite).await.unwrap();
+    configure_oauth(&h).await;
+    let out = run_script(&dir, &h).await;
+
+    let token = out["token"].as_str().expect("token flow account");
+    let oauth = out["oauth"].as_str().expect("OAuth flow account");
+    let sdk = out["sdk"].as_str().expect("SDK flow account");
+    assert_works(&h, token, "api_key").await;
+    assert_works(&h, oauth, "oauth2").await;
+    assert_works(&h, sdk, "api_key").await;
+    assert_eq!(
+        h.sim.sim().oauth_token_calls(),
+        1,
+        "one code exchange for the OAuth link"
+    );
+    for name in [
+        "a3-token-success",
+        "b2-oauth-success",
+        "c2-sdk-host-resolved",
+    ] {
+        assert!(
+            artifacts().join(format!("{name}.png")).exists(),
+            "{name} screenshot"
+        );
+    }
+}
