@@ -12,8 +12,6 @@ use common::{Backend, Harness};
 use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-const CLIENT_ID: &str = "cigate-browser-app";
-const CLIENT_SECRET: &str = "cigate-browser-secret";
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -59,23 +57,6 @@ async fn new_link(h: &Harness) -> (String, String) {
 }
 
 /// Registers cigate as an OAuth app in the simulator and configures the environment.
-async fn configure_oauth(h: &Harness) {
-    h.sim
-        .sim()
-        .register_oauth_client(CLIENT_ID, CLIENT_SECRET, &[&h.url("/oauth/callback")]);
-    let response = h
-        .http
-        .put(h.url("/environment-integration/buddy"))
-        .bearer_auth(&h.api_token)
-        .json(
-            &json!({ "oauth": { "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-            "scopes": ["WORKSPACE", "EXECUTION_INFO", "REPOSITORY_READ", "TOKEN_INFO"] } }),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
 
 /// The account exists in the store, is active, and a unified call through it works.
 async fn assert_works(h: &Harness, id: &str, method: &str) {
@@ -145,7 +126,7 @@ async fn run_script(dir: &Path, h: &Harness) -> Value {
 async fn chromium_links_by_token_by_oauth_and_through_trutos_sdk() {
     let Some(dir) = browser_dir() else { return };
     let h = Harness::start(Backend::Sqlite).await.unwrap();
-    configure_oauth(&h).await;
+    h.configure_oauth().await;
     let out = run_script(&dir, &h).await;
 
     let token = out["token"].as_str().expect("token flow account");

@@ -11,8 +11,7 @@ use cigate_store::{AccountPatch, AccountStatus, Credential, NewLinkToken, Secret
 use common::{Backend, Harness};
 use serde_json::{json, Value};
 
-const CLIENT_ID: &str = "cigate-test-app";
-const CLIENT_SECRET: &str = "cigate-test-secret";
+use common::{OAUTH_CLIENT_ID as CLIENT_ID, OAUTH_CLIENT_SECRET as CLIENT_SECRET};
 
 /// Decodes the entities askama writes into attribute values.
 fn unescape(text: &str) -> String {
@@ -81,28 +80,6 @@ async fn submit(h: &Harness, page: &str, action: &str, extra: &[(&str, &str)]) -
 
 fn result_account(html: &str) -> String {
     attr_after(html, "id=\"cigate-result\"", "data-account-id").unwrap_or_default()
-}
-
-async fn configure_oauth(h: &Harness) {
-    let callback = h.url("/oauth/callback");
-    h.sim
-        .sim()
-        .register_oauth_client(CLIENT_ID, CLIENT_SECRET, &[&callback]);
-    let response = h
-        .http
-        .put(h.url("/environment-integration/buddy"))
-        .bearer_auth(&h.api_token)
-        .json(
-            &json!({ "oauth": { "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-            "scopes": ["WORKSPACE", "EXECUTION_INFO", "REPOSITORY_READ", "TOKEN_INFO"] } }),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert!(!body.to_string().contains(CLIENT_SECRET));
-    assert_eq!(body["oauth"]["has_client_secret"], true);
 }
 
 /// Starts OAuth from a fresh link page; returns the authorize URL and the link token.
@@ -372,7 +349,9 @@ both_backends!(
 both_backends!(
     oauth_round_trip_links_and_refuses_replays,
     |h: Harness| async move {
-        configure_oauth(&h).await;
+        let body = h.configure_oauth().await;
+        assert!(!body.to_string().contains(CLIENT_SECRET));
+        assert_eq!(body["oauth"]["has_client_secret"], true);
         let authorize = start_oauth(&h, Some("https://app.example.com/cb")).await;
         let url = url::Url::parse(&authorize).unwrap();
         let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
@@ -422,7 +401,7 @@ both_backends!(
 );
 
 both_backends!(a_wrong_pkce_verifier_is_refused, |h: Harness| async move {
-    configure_oauth(&h).await;
+    h.configure_oauth().await;
     let authorize = start_oauth(&h, None).await;
     let mut url = url::Url::parse(&authorize).unwrap();
     let pairs: Vec<(String, String)> = url
@@ -448,7 +427,7 @@ both_backends!(a_wrong_pkce_verifier_is_refused, |h: Harness| async move {
 both_backends!(
     refresh_happens_once_before_expiry_and_on_401,
     |h: Harness| async move {
-        configure_oauth(&h).await;
+        h.configure_oauth().await;
         let id = oauth_link(&h).await;
         let env = account(&h, &id).await["environment_id"]
             .as_str()
@@ -505,7 +484,7 @@ both_backends!(
 both_backends!(
     a_revoked_refresh_token_needs_reauth_in_one_call,
     |h: Harness| async move {
-        configure_oauth(&h).await;
+        h.configure_oauth().await;
         let id = oauth_link(&h).await;
         let env = account(&h, &id).await["environment_id"]
             .as_str()
@@ -569,7 +548,7 @@ both_backends!(
 );
 
 both_backends!(oauth_connections_can_be_imported, |h: Harness| async move {
-    configure_oauth(&h).await;
+    h.configure_oauth().await;
     let base = h.sim.base_url();
     let import = |token: Value| {
         h.post("/integrated-account").json(&json!({
@@ -630,7 +609,7 @@ async fn two_instances_refresh_exactly_once() {
     let Some(h) = Harness::start_with(Backend::Postgres, sim_config).await else {
         return;
     };
-    configure_oauth(&h).await;
+    h.configure_oauth().await;
     let id = oauth_link(&h).await;
     let env = account(&h, &id).await["environment_id"]
         .as_str()

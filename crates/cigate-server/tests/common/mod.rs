@@ -6,6 +6,9 @@ use cigate_buddy_sim::{SimConfig, SimHandle, TokenSpec};
 use cigate_server::{RunningServer, ServerConfig};
 use serde_json::{json, Value};
 
+pub const OAUTH_CLIENT_ID: &str = "cigate-test-app";
+pub const OAUTH_CLIENT_SECRET: &str = "cigate-test-secret";
+
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
     Sqlite,
@@ -133,6 +136,27 @@ impl Harness {
         );
         let body: Value = response.json().await.expect("json");
         body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Registers an OAuth app in the simulator and configures it for the environment;
+    /// returns the configuration as the API answered it.
+    pub async fn configure_oauth(&self) -> Value {
+        self.sim.sim().register_oauth_client(
+            OAUTH_CLIENT_ID,
+            OAUTH_CLIENT_SECRET,
+            &[&self.url("/oauth/callback")],
+        );
+        let response = self
+            .http
+            .put(self.url("/environment-integration/buddy"))
+            .bearer_auth(&self.api_token)
+            .json(&json!({ "oauth": { "client_id": OAUTH_CLIENT_ID, "client_secret": OAUTH_CLIENT_SECRET,
+                "scopes": ["WORKSPACE", "EXECUTION_INFO", "REPOSITORY_READ", "TOKEN_INFO"] } }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
     }
 
     /// GET returning status and JSON body.
