@@ -398,7 +398,11 @@ impl Governor {
             seq: None,
             done: false,
         };
-        tokio::time::sleep_until(at).await;
+        // Tokio's timer rounds up to the next millisecond: a turn that is already due
+        // must not sleep, or every call pays ~1 ms.
+        if at > Instant::now() {
+            tokio::time::sleep_until(at).await;
+        }
         permit
     }
 
