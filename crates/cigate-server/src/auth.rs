@@ -33,15 +33,23 @@ pub async fn require_token(
         .map(str::trim)
         .filter(|token| !token.is_empty())
         .ok_or(ApiError::Unauthorized)?;
-    let api_token = state
-        .store
-        .authenticate(token)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
-    state.check_token_limit(&api_token.id)?;
-    request.extensions_mut().insert(Caller {
-        environment_id: api_token.environment_id,
-        token_id: api_token.id,
-    });
+    let caller = match state.cache.token(token) {
+        Some(caller) => caller,
+        None => {
+            let api_token = state
+                .store
+                .authenticate(token)
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            let caller = Caller {
+                environment_id: api_token.environment_id,
+                token_id: api_token.id,
+            };
+            state.cache.remember_token(token, caller.clone());
+            caller
+        }
+    };
+    state.check_token_limit(&caller.token_id)?;
+    request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }

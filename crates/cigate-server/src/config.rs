@@ -65,6 +65,17 @@ pub struct ServerConfig {
     /// proxy, custom), `requests/seconds` or `off`. Enforced per instance.
     #[arg(long, env = "CIGATE_ACCOUNT_RATE_LIMIT", default_value = "off")]
     pub account_rate_limit: LimitSetting,
+
+    /// How long an API token's environment and an account's decrypted credential stay
+    /// cached in memory for the proxy's hot path, in milliseconds (0 disables). Changes
+    /// made through this instance apply at once; other instances see them within this.
+    #[arg(long, env = "CIGATE_HOT_CACHE_MS", default_value_t = 1000)]
+    pub hot_cache_ms: u64,
+
+    /// Proxied calls per account at Buddy at once (0 = unbounded); more wait for a turn
+    /// within their deadline. Bounds upstream connections and memory per account.
+    #[arg(long, env = "CIGATE_ACCOUNT_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub account_max_in_flight: usize,
     /// OAuth client id of the Buddy app used by every environment that has not set its
     /// own with `PUT /environment-integration/buddy`.
     #[arg(long, env = "CIGATE_BUDDY_CLIENT_ID")]
@@ -97,6 +108,8 @@ impl ServerConfig {
             idempotency_ttl_secs: 86_400,
             token_rate_limit: LimitSetting::default(),
             account_rate_limit: LimitSetting::default(),
+            hot_cache_ms: 1000,
+            account_max_in_flight: 64,
             buddy_client_id: None,
             buddy_client_secret: None,
             link_frame_ancestors: "*".into(),

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod envelope;
 pub mod error;
@@ -85,20 +86,24 @@ pub async fn build_state(config: ServerConfig, store: Store) -> Result<AppState,
         allow_private: config.allow_private_upstreams,
     })
     .map_err(StartError::Http)?;
-    Ok(AppState {
+    Ok(AppState::new(state::Shared {
         store,
         metrics: Arc::new(metrics::Metrics::new(http.clone())),
         limits: Arc::new(limits::Limits::new(
             config.token_rate_limit,
             config.account_rate_limit,
+            config.account_max_in_flight,
         )),
+        cache: Arc::new(cache::HotCache::new(std::time::Duration::from_millis(
+            config.hot_cache_ms,
+        ))),
         http,
         cursors: Arc::new(CursorCodec::new(&cursor_key)),
         config: Arc::new(config),
         oauth_http,
         refresher: Arc::default(),
         link_key: Arc::new(link_key),
-    })
+    }))
 }
 
 /// Binds and serves in the background; returns once the port is bound.

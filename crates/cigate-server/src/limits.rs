@@ -10,8 +10,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{retry_after_secs, ApiError};
 
@@ -122,13 +124,62 @@ impl Meter {
 pub struct Limits {
     token: Option<Meter>,
     account: Option<Meter>,
+    in_flight: InFlight,
 }
 
+/// At most `max` proxied calls per account at Buddy at once; the rest queue (until
+/// their deadline). Bounds the upstream connections, and so the memory, one busy
+/// account can take: HTTP/1.1 needs one connection per call in flight.
+#[derive(Debug, Default)]
+struct InFlight {
+    max: usize,
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// A held slot of the account's in-flight cap; released on drop.
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
 impl Limits {
-    pub fn new(token: LimitSetting, account: LimitSetting) -> Self {
+    /// `max_in_flight`: calls per account at Buddy at once (0 = unbounded).
+    pub fn new(token: LimitSetting, account: LimitSetting, max_in_flight: usize) -> Self {
         Self {
             token: token.0.map(Meter::new),
             account: account.0.map(Meter::new),
+            in_flight: InFlight {
+                max: max_in_flight,
+                slots: Mutex::new(HashMap::new()),
+            },
+        }
+    }
+
+    /// Waits for one of the account's in-flight slots, until `deadline`; past it the
+    /// call is refused with 429 (the account is saturated, not failing).
+    pub async fn slot(&self, account_id: &str, deadline: Instant) -> Result<Slot, ApiError> {
+        if self.in_flight.max == 0 {
+            return Ok(Slot(None));
+        }
+        let semaphore = {
+            let mut slots = self
+                .in_flight
+                .slots
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            Arc::clone(
+                slots
+                    .entry(account_id.to_owned())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.in_flight.max))),
+            )
+        };
+        if let Ok(permit) = Arc::clone(&semaphore).try_acquire_owned() {
+            return Ok(Slot(Some(permit)));
+        }
+        match tokio::time::timeout_at(deadline.into(), semaphore.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Slot(Some(permit))),
+            _ => Err(ApiError::TooManyRequests {
+                scope: "integrated account (calls in flight)",
+                retry_after_secs: 1,
+            }),
         }
     }
 
@@ -202,7 +253,7 @@ mod tests {
 
     #[test]
     fn refusals_say_when_to_retry() {
-        let limits = Limits::new("1/30".parse().unwrap(), LimitSetting(None));
+        let limits = Limits::new("1/30".parse().unwrap(), LimitSetting(None), 0);
         assert!(limits.check_token("t").is_ok());
         match limits.check_token("t") {
             Err(ApiError::TooManyRequests {
@@ -211,5 +262,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(limits.check_account("any").is_ok(), "no account limit set");
+    }
+
+    #[tokio::test]
+    async fn in_flight_calls_are_capped_per_account() {
+        let limits = Limits::new(LimitSetting(None), LimitSetting(None), 2);
+        let soon = Instant::now() + Duration::from_millis(20);
+        let a = limits.slot("acc", soon).await.unwrap();
+        let _b = limits.slot("acc", soon).await.unwrap();
+        assert!(limits.slot("other", soon).await.is_ok(), "per account");
+        assert!(matches!(
+            limits.slot("acc", soon).await,
+            Err(ApiError::TooManyRequests { .. })
+        ));
+        drop(a);
+        assert!(limits.slot("acc", Instant::now()).await.is_ok());
     }
 }

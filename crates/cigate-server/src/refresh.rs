@@ -293,6 +293,7 @@ async fn store_tokens(
     tokens: Tokens,
 ) -> Result<Secret, RefreshError> {
     let access = tokens.access_token.clone();
+    state.cache.forget_account(&account.id);
     let updated = state
         .store
         .update_account(
@@ -352,6 +353,7 @@ pub async fn mark_needs_reauth(state: &AppState, account: &Account, message: &st
         last_error: Some(Some(message.to_owned())),
         ..AccountPatch::default()
     };
+    state.cache.forget_account(&account.id);
     match state
         .store
         .update_account(&account.environment_id, &account.id, patch)

@@ -7,20 +7,40 @@ use cigate_buddy::client::HttpPool;
 use cigate_core::cursor::CursorCodec;
 use cigate_store::Store;
 
+use crate::cache::HotCache;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::{Metrics, ScopeLabels};
 use crate::refresh::Refresher;
 
+/// Cheap to clone (one reference count): every middleware layer and handler takes its
+/// own copy per request. Fields are read through `Deref`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Store,
     pub http: HttpPool,
     pub cursors: Arc<CursorCodec>,
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
+    pub cache: Arc<HotCache>,
     /// Token endpoint client (same upstream policy as `http`).
     pub oauth_http: reqwest::Client,
     pub refresher: Arc<Refresher>,

@@ -15,6 +15,7 @@ use cigate_store::{Account, AccountPatch, AccountStatus, AuthMethod};
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
+use crate::cache::Linked;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryPairs;
 use crate::refresh;
@@ -111,13 +112,40 @@ pub async fn account_client(
     caller: &Caller,
     account: &Account,
 ) -> ApiResult<AccountClient> {
+    state.check_account_limit(&account.id)?;
+    build_client(state, caller, account).await
+}
+
+/// The account and its client for the proxy's hot path, from the [`crate::cache`] when
+/// fresh. Does not spend the account's limit: the caller does, per call.
+pub async fn linked_account(
+    state: &AppState,
+    caller: &Caller,
+    account_id: &str,
+) -> ApiResult<Arc<Linked>> {
+    if let Some(linked) = state.cache.account(&caller.environment_id, account_id) {
+        return Ok(linked);
+    }
+    let account = crate::routes::accounts::load(state, caller, account_id).await?;
+    let client = build_client(state, caller, &account).await?;
+    let linked = Arc::new(Linked { account, client });
+    state
+        .cache
+        .remember_account(&caller.environment_id, Arc::clone(&linked));
+    Ok(linked)
+}
+
+async fn build_client(
+    state: &AppState,
+    caller: &Caller,
+    account: &Account,
+) -> ApiResult<AccountClient> {
     if account.integration != "buddy" {
         return Err(ApiError::Validation(format!(
             "integration `{}` is not supported",
             account.integration
         )));
     }
-    state.check_account_limit(&account.id)?;
     let base_url = account
         .context
         .get("base_url")
@@ -250,6 +278,7 @@ pub async fn note_failure(
             _ => None,
         };
         if let Some(patch) = patch {
+            state.cache.forget_account(&account.id);
             if let Err(store_err) = state
                 .store
                 .update_account(&caller.environment_id, &account.id, patch)

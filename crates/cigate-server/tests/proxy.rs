@@ -656,3 +656,44 @@ async fn a_spent_budget_is_429_with_retry_after() {
         assert_eq!(body["type"], "/problems/upstream-rate-limited", "{body}");
     }
 }
+
+/// The hot-path cache never outlives a change made through this instance: a deleted
+/// API token stops working at once, and so does a deleted account.
+#[tokio::test]
+async fn cached_tokens_and_accounts_are_forgotten_on_change() {
+    let (h, id) = linked().await;
+    let created: Value = h
+        .post("/api-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (token_id, token) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["token"].as_str().unwrap().to_owned(),
+    );
+    let url = h.url(&format!("/proxy/user?integrated_account_id={id}"));
+    let with = |token: &str| h.http.get(&url).bearer_auth(token.to_owned()).send();
+    assert_eq!(with(&token).await.unwrap().status(), 200, "now cached");
+    let deleted = h
+        .http
+        .delete(h.url(&format!("/api-token/{token_id}")))
+        .bearer_auth(&h.api_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(with(&token).await.unwrap().status(), 401);
+
+    let deleted = h
+        .http
+        .delete(h.url(&format!("/integrated-account/{id}")))
+        .bearer_auth(&h.api_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(with(&h.api_token).await.unwrap().status(), 404);
+}

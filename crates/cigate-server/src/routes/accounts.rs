@@ -365,6 +365,7 @@ pub async fn update(
         }
     }
     patch.context = Some(Value::Object(context));
+    state.cache.forget_account(&id);
     let updated = state
         .store
         .update_account(&caller.environment_id, &id, patch)
@@ -385,6 +386,7 @@ pub async fn remove(
         .delete_account(&caller.environment_id, &id)
         .await?
     {
+        state.cache.forget_account(&id);
         Ok(Json(json!({ "id": id })))
     } else {
         Err(ApiError::NotFound(format!(

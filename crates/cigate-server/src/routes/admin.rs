@@ -127,6 +127,7 @@ pub async fn delete_api_token(
         .delete_api_token(&caller.environment_id, &id)
         .await?
     {
+        state.cache.forget_token_id(&id);
         Ok(Json(json!({ "id": id })))
     } else {
         Err(ApiError::NotFound("API token not found".into()))

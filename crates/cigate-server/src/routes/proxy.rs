@@ -23,13 +23,14 @@ use cigate_buddy::error::parse_error_body;
 use cigate_core::cursor::CursorBinding;
 use cigate_core::{ProviderError, RateLimit};
 use cigate_store::Account;
+use futures::StreamExt;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryPairs;
-use crate::routes::accounts;
+use crate::limits::Slot;
 use crate::state::AppState;
 use crate::upstream::{self, AccountClient};
 
@@ -190,8 +191,9 @@ async fn passthrough(
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
 
-    let account = accounts::load(&state, &caller, account_id).await?;
-    let client = upstream::account_client(&state, &caller, &account).await?;
+    let linked = upstream::linked_account(&state, &caller, account_id).await?;
+    state.check_account_limit(account_id)?;
+    let (account, client) = (&linked.account, &linked.client);
 
     let mut headers = parts.headers;
     for name in CALLER_ONLY_HEADERS {
@@ -210,10 +212,14 @@ async fn passthrough(
         body: (!body.is_empty()).then(|| reqwest::Body::from(body)),
         timeout: Some(timeout),
     };
+    let slot = state
+        .limits
+        .slot(account_id, std::time::Instant::now() + timeout)
+        .await?;
     let response = client.client.send_raw(raw).await.map_err(ApiError::from)?;
     match mode {
-        Mode::Custom => stream_through(&state, &caller, &account, &client, response).await,
-        Mode::Proxy => wrap(&state, &caller, &account, &client, response, paging).await,
+        Mode::Custom => stream_through(&state, &caller, account, client, response, slot).await,
+        Mode::Proxy => wrap(&state, &caller, account, client, response, paging).await,
     }
 }
 
@@ -273,6 +279,7 @@ async fn stream_through(
     account: &Account,
     client: &AccountClient,
     mut response: reqwest::Response,
+    slot: Slot,
 ) -> ApiResult<Response> {
     let status = response.status();
     let mut headers = std::mem::take(response.headers_mut());
@@ -284,7 +291,11 @@ async fn stream_through(
         let _ = note_status(state, caller, account, client, status.as_u16(), &bytes).await;
         Body::from(bytes)
     } else {
-        Body::from_stream(response.bytes_stream())
+        // The slot is held until the body is through: the connection is busy till then.
+        Body::from_stream(response.bytes_stream().map(move |chunk| {
+            let _held = &slot;
+            chunk
+        }))
     };
     let mut out = Response::new(body);
     *out.status_mut() = status;
