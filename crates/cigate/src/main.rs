@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 mod demo;
 mod ops;
 
+/// mimalloc instead of the system allocator: less CPU per request on the proxy's hot
+/// path and far less memory kept under many concurrent connections (see
+/// docs/benchmarks.md, "Proxy (issue 5)").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cigate",
