@@ -162,6 +162,7 @@ async fn rollback_sends_the_exact_revision_and_branch_once_per_key() {
     .await;
     assert_eq!(status, 201, "{first}");
     assert!(headers.get("idempotent-replayed").is_none());
+    assert!(headers.contains_key("ratelimit-remaining"), "{headers:?}");
     let job = parse(&first);
     assert_eq!(job["commit"], sha.as_str());
     assert_eq!(job["branch"], branch.as_str());

@@ -27,6 +27,8 @@ pub struct Demo {
     pub account_id: String,
     pub workspace: String,
     pub repo: String,
+    /// A repo with pull requests, for the pull-requests example.
+    pub pr_repo: String,
     pub workflow: String,
 }
 
@@ -101,10 +103,10 @@ async fn link(
         .as_str()
         .map(str::to_owned)
         .context("the demo account has no default workspace")?;
-    let first = |resource: &'static str, extra: String| {
+    let page = |resource: &'static str, extra: String| {
         let http = http.clone();
         let url = format!(
-            "{base_url}/unified/ci-cd/{resource}?integrated_account_id={account_id}&limit=1{extra}"
+            "{base_url}/unified/ci-cd/{resource}?integrated_account_id={account_id}{extra}"
         );
         async move {
             let page: Value = http
@@ -115,20 +117,36 @@ async fn link(
                 .error_for_status()?
                 .json()
                 .await?;
-            match page["result"].get(0) {
-                Some(item) => field(item, "id"),
-                None => bail!("the simulator has no {resource}"),
-            }
+            anyhow::Ok(page)
         }
     };
-    let repo = first("repos", String::new()).await?;
-    let workflow = first("workflows", format!("&repo={repo}")).await?;
+    let first_id = |page: &Value, resource: &str| match page["result"].get(0) {
+        Some(item) => field(item, "id"),
+        None => bail!("the simulator has no {resource}"),
+    };
+    let repos = page("repos", "&limit=20".into()).await?;
+    let repo = first_id(&repos, "repos")?;
+    let workflow = first_id(
+        &page("workflows", format!("&repo={repo}&limit=1")).await?,
+        "workflows",
+    )?;
+    // Only GitHub-backed projects have pull requests: show one that does.
+    let mut pr_repo = repo.clone();
+    for candidate in repos["result"].as_array().into_iter().flatten() {
+        let candidate = field(candidate, "id")?;
+        let prs = page("pull-requests", format!("&repo={candidate}&limit=1")).await?;
+        if prs["result_count"].as_u64().unwrap_or(0) > 0 {
+            pr_repo = candidate;
+            break;
+        }
+    }
     Ok(Demo {
         base_url: base_url.to_owned(),
         api_token: api_token.to_owned(),
         account_id,
         workspace,
         repo,
+        pr_repo,
         workflow,
     })
 }
@@ -148,6 +166,7 @@ fn print_calls(demo: &Demo, buddy_url: &str) {
         account_id,
         workspace,
         repo,
+        pr_repo,
         workflow,
     } = demo;
     let q = format!("integrated_account_id={account_id}");
@@ -165,7 +184,7 @@ fn print_calls(demo: &Demo, buddy_url: &str) {
         format!("unified/ci-cd/workspaces?{q}"),
         format!("unified/ci-cd/repos?{q}"),
         format!("unified/ci-cd/branches?{q}&repo={repo}"),
-        format!("unified/ci-cd/pull-requests?{q}&repo={repo}"),
+        format!("unified/ci-cd/pull-requests?{q}&repo={pr_repo}"),
         format!("unified/ci-cd/workflows?{q}&repo={repo}"),
         format!("unified/ci-cd/jobs?{q}&repo={repo}&workflow={workflow}&limit=5"),
         format!("unified/ci-cd/jobs?{q}&limit=5&truto_ignore_remote_data=true"),

@@ -71,7 +71,8 @@ impl Target {
         let account_id = unified::account_id(query)?;
         let account = accounts::load(state, caller, account_id).await?;
         let scope = unified::list_query(query, &account.context)?;
-        let provider = upstream::provider_for(state, caller, &account).await?;
+        let timeout = upstream::call_timeout(state, query)?;
+        let provider = upstream::provider_with_timeout(state, caller, &account, timeout).await?;
         if provider.writes().is_none() {
             return Err(ApiError::Unsupported(format!(
                 "integration `{}` does not support writes",
@@ -111,7 +112,12 @@ fn record_response(
     query: &QueryPairs,
 ) -> ApiResult<Response> {
     let render = unified::render_options(query)?;
-    Ok((status, Json(found.record.render(&render))).into_response())
+    Ok((
+        status,
+        upstream::rate_limit_headers(found.rate_limit.as_ref()),
+        Json(found.record.render(&render)),
+    )
+        .into_response())
 }
 
 fn writable(resource: &str, allowed: &[Resource]) -> ApiResult<Resource> {
