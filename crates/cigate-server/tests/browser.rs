@@ -56,8 +56,6 @@ async fn new_link(h: &Harness) -> (String, String) {
     )
 }
 
-/// Registers cigate as an OAuth app in the simulator and configures the environment.
-
 /// The account exists in the store, is active, and a unified call through it works.
 async fn assert_works(h: &Harness, id: &str, method: &str) {
     let store = &h.server.state.store;
