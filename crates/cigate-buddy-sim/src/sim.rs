@@ -469,12 +469,7 @@ impl Sim {
                 .filter(|pl| !pl.disabled && pl.listens_to_push() && push_matches(pl, &git_ref))
                 .map(|pl| pl.id)
                 .collect();
-            let ws = state
-                .workspace(workspace)
-                .ok_or_else(|| SimError::not_found("Workspace"))?;
-            let p = ws
-                .project(project)
-                .ok_or_else(|| SimError::not_found("Project"))?;
+            let (ws, p) = state.find_project(workspace, project)?;
             let commit_json = p
                 .commits
                 .last()

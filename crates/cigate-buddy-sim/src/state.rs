@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::config::SeedSpec;
+use crate::error::SimError;
 
 #[derive(Debug, Clone)]
 pub struct State {
@@ -279,6 +280,35 @@ impl State {
 
     pub fn workspace_mut(&mut self, domain: &str) -> Option<&mut Workspace> {
         self.workspaces.iter_mut().find(|w| w.domain == domain)
+    }
+
+    /// A project by path, answering Buddy's 404 for whichever part is missing.
+    pub fn find_project(
+        &self,
+        ws: &str,
+        project: &str,
+    ) -> Result<(&Workspace, &Project), SimError> {
+        let w = self
+            .workspace(ws)
+            .ok_or_else(|| SimError::not_found("Workspace"))?;
+        let p = w
+            .project(project)
+            .ok_or_else(|| SimError::not_found("Project"))?;
+        Ok((w, p))
+    }
+
+    /// A pipeline by path, answering Buddy's 404 for whichever part is missing.
+    pub fn find_pipeline(
+        &self,
+        ws: &str,
+        project: &str,
+        id: u64,
+    ) -> Result<(&Workspace, &Project, &Pipeline), SimError> {
+        let (w, p) = self.find_project(ws, project)?;
+        let pl = p
+            .pipeline(id)
+            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        Ok((w, p, pl))
     }
 }
 

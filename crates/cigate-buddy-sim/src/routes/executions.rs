@@ -45,15 +45,7 @@ pub async fn list(
         q.get("per_page").map(String::as_str),
     );
     sim.read(|s, urls| {
-        let w = s
-            .workspace(&ws)
-            .ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w
-            .project(&project)
-            .ok_or_else(|| SimError::not_found("Project"))?;
-        let pl = p
-            .pipeline(pid)
-            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        let (w, p, pl) = s.find_pipeline(&ws, &project, pid)?;
         let total = pl.last_id;
         let range = page.range(total);
         let items: Vec<Value> = range
@@ -87,15 +79,7 @@ pub async fn get_one(
 
 fn execution_json(sim: &Sim, ws: &str, project: &str, pid: u64, eid: u64) -> ApiResult<Value> {
     sim.read(|s, urls| {
-        let w = s
-            .workspace(ws)
-            .ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w
-            .project(project)
-            .ok_or_else(|| SimError::not_found("Project"))?;
-        let pl = p
-            .pipeline(pid)
-            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        let (w, p, pl) = s.find_pipeline(ws, project, pid)?;
         let e = execution_of(s, w, p, pl, eid).ok_or_else(|| SimError::not_found("Execution"))?;
         Ok(render::execution(urls, w, p, pl, &e))
     })
@@ -229,15 +213,7 @@ fn action_execution_json(
     matches: impl Fn(&crate::state::ActionExecution) -> bool,
 ) -> ApiResult<Value> {
     sim.read(|s, urls| {
-        let w = s
-            .workspace(ws)
-            .ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w
-            .project(project)
-            .ok_or_else(|| SimError::not_found("Project"))?;
-        let pl = p
-            .pipeline(pid)
-            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        let (w, p, pl) = s.find_pipeline(ws, project, pid)?;
         let e = execution_of(s, w, p, pl, eid).ok_or_else(|| SimError::not_found("Execution"))?;
         let ae = e
             .actions

@@ -57,8 +57,7 @@ pub async fn list(
         q.get("per_page").map(String::as_str),
     );
     sim.read(|s, urls| {
-        let w = s.workspace(&ws).ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w.project(&project).ok_or_else(|| SimError::not_found("Project"))?;
+        let (w, p) = s.find_project(&ws, &project)?;
         let mut items: Vec<&Pipeline> = p.pipelines.iter().collect();
         match q.get("sort_by").map(String::as_str) {
             Some("name") => items.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
@@ -81,15 +80,7 @@ pub async fn get_one(
     read_access(&sim, &caller, &ws)?;
     let id: u64 = id.parse().map_err(|_| SimError::not_found("Pipeline"))?;
     sim.read(|s, urls| {
-        let w = s
-            .workspace(&ws)
-            .ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w
-            .project(&project)
-            .ok_or_else(|| SimError::not_found("Project"))?;
-        let pl = p
-            .pipeline(id)
-            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        let (w, p, pl) = s.find_pipeline(&ws, &project, id)?;
         Ok(Json(pipeline_json(s, urls, w, p, pl, caller.wants_v1_1())))
     })
 }
@@ -203,15 +194,7 @@ pub async fn create(
             .and_then(|w| w.project_mut(&project))
             .ok_or_else(|| SimError::not_found("Project"))?;
         pr.pipelines.push(pl);
-        let w = s
-            .workspace(&ws)
-            .ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w
-            .project(&project)
-            .ok_or_else(|| SimError::not_found("Project"))?;
-        let pl = p
-            .pipeline(id)
-            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        let (w, p, pl) = s.find_pipeline(&ws, &project, id)?;
         Ok(pipeline_json(s, urls, w, p, pl, v1_1))
     })?;
     Ok(created(json))
@@ -231,15 +214,7 @@ pub async fn update(
 
 fn get_json(sim: &Sim, ws: &str, project: &str, id: u64, v1_1: bool) -> ApiResult<Json<Value>> {
     sim.read(|s, urls| {
-        let w = s
-            .workspace(ws)
-            .ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w
-            .project(project)
-            .ok_or_else(|| SimError::not_found("Project"))?;
-        let pl = p
-            .pipeline(id)
-            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        let (w, p, pl) = s.find_pipeline(ws, project, id)?;
         Ok(Json(pipeline_json(s, urls, w, p, pl, v1_1)))
     })
 }
@@ -294,15 +269,7 @@ pub async fn actions(
     read_access(&sim, &caller, &ws)?;
     let id: u64 = id.parse().map_err(|_| SimError::not_found("Pipeline"))?;
     sim.read(|s, urls| {
-        let w = s
-            .workspace(&ws)
-            .ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w
-            .project(&project)
-            .ok_or_else(|| SimError::not_found("Project"))?;
-        let pl = p
-            .pipeline(id)
-            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        let (w, p, pl) = s.find_pipeline(&ws, &project, id)?;
         let (status, _) = last_execution(s, w, p, pl);
         let items: Vec<Value> = pl
             .actions
@@ -325,15 +292,7 @@ pub async fn action(
     let id: u64 = id.parse().map_err(|_| SimError::not_found("Pipeline"))?;
     let action: u64 = action.parse().map_err(|_| SimError::not_found("Action"))?;
     sim.read(|s, urls| {
-        let w = s
-            .workspace(&ws)
-            .ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w
-            .project(&project)
-            .ok_or_else(|| SimError::not_found("Project"))?;
-        let pl = p
-            .pipeline(id)
-            .ok_or_else(|| SimError::not_found("Pipeline"))?;
+        let (w, p, pl) = s.find_pipeline(&ws, &project, id)?;
         let a = pl
             .actions
             .iter()

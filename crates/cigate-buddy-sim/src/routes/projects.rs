@@ -29,12 +29,7 @@ fn with_project<T>(
     f: impl FnOnce(&Workspace, &Project, &render::Urls) -> ApiResult<T>,
 ) -> ApiResult<T> {
     sim.read(|s, urls| {
-        let w = s
-            .workspace(ws)
-            .ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w
-            .project(project)
-            .ok_or_else(|| SimError::not_found("Project"))?;
+        let (w, p) = s.find_project(ws, project)?;
         f(w, p, urls)
     })
 }
@@ -191,12 +186,7 @@ pub async fn create(
         };
         apply_project_fields(&mut p, &body)?;
         w.projects.push(p);
-        let w = s
-            .workspace(&ws)
-            .ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w
-            .project(&name)
-            .ok_or_else(|| SimError::not_found("Project"))?;
+        let (w, p) = s.find_project(&ws, &name)?;
         Ok(render::project_detail(urls, w, p))
     })?;
     Ok(created(json))
@@ -230,12 +220,7 @@ pub async fn update(
             p.name = n;
         }
         let name = p.name.clone();
-        let w = s
-            .workspace(&ws)
-            .ok_or_else(|| SimError::not_found("Workspace"))?;
-        let p = w
-            .project(&name)
-            .ok_or_else(|| SimError::not_found("Project"))?;
+        let (w, p) = s.find_project(&ws, &name)?;
         Ok(Json(render::project_detail(urls, w, p)))
     })
 }
