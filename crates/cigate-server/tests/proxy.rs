@@ -110,18 +110,8 @@ async fn lists_come_in_the_envelope_and_page_by_cursor() {
 
     // The array is Buddy's, byte for byte.
     let direct: Value = h
-        .http
-        .get(format!(
-            "{}/workspaces/{ws}/projects?per_page=2",
-            h.sim.base_url()
-        ))
-        .bearer_auth(&h.buddy_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .buddy_json(&format!("/workspaces/{ws}/projects?per_page=2"))
+        .await;
     let (_, first) = h
         .get_json(&format!(
             "/proxy/workspaces/{ws}/projects?integrated_account_id={id}&per_page=2"

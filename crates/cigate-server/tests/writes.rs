@@ -80,20 +80,11 @@ async fn context(h: &Harness) -> Ctx {
 
 /// Buddy's own view of an execution, straight from the simulator.
 async fn buddy_execution(h: &Harness, c: &Ctx, pipeline: u64, id: &str) -> Value {
-    h.http
-        .get(format!(
-            "{}/workspaces/{}/projects/{}/pipelines/{pipeline}/executions/{id}",
-            h.sim.base_url(),
-            c.ws,
-            c.project
-        ))
-        .bearer_auth(&h.buddy_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    h.buddy_json(&format!(
+        "/workspaces/{}/projects/{}/pipelines/{pipeline}/executions/{id}",
+        c.ws, c.project
+    ))
+    .await
 }
 
 async fn send(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
@@ -113,20 +104,11 @@ async fn rollback_sends_the_exact_revision_and_branch_once_per_key() {
     let c = context(&h).await;
     let sim = h.sim.sim();
     let commits: Value = h
-        .http
-        .get(format!(
-            "{}/workspaces/{}/projects/{}/repository/commits",
-            h.sim.base_url(),
-            c.ws,
-            c.project
+        .buddy_json(&format!(
+            "/workspaces/{}/projects/{}/repository/commits",
+            c.ws, c.project
         ))
-        .bearer_auth(&h.buddy_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     // An older commit than the branch head: a rollback target.
     let sha = commits["commits"][3]["revision"]
         .as_str()
@@ -428,22 +410,9 @@ async fn logs_stream_while_the_job_runs_and_end_with_it() {
     let first_step = raw["action_executions"][0]["action_execution_id"]
         .as_str()
         .unwrap();
-    let detail: Value = h
-        .http
-        .get(format!(
-            "{}/workspaces/{}/projects/{}/pipelines/{}/executions/{id}/action_executions/{first_step}",
-            h.sim.base_url(),
-            c.ws,
+    let detail: Value = h.buddy_json(&format!("/workspaces/{}/projects/{}/pipelines/{}/executions/{id}/action_executions/{first_step}", c.ws,
             c.project,
-            c.build
-        ))
-        .bearer_auth(&h.buddy_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+            c.build)).await;
     let expected: Vec<&str> = detail["log"]
         .as_array()
         .unwrap()
@@ -590,19 +559,8 @@ async fn encrypted_values_never_come_back() {
     }
     // Buddy itself does hold it (encrypted): the simulator answers ciphertext.
     let buddy: Value = h
-        .http
-        .get(format!(
-            "{}/workspaces/{}/variables/{var_id}",
-            h.sim.base_url(),
-            c.ws
-        ))
-        .bearer_auth(&h.buddy_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .buddy_json(&format!("/workspaces/{}/variables/{var_id}", c.ws))
+        .await;
     assert!(buddy["value"].as_str().unwrap().starts_with("secure!"));
 
     let (status, _, _) = send(

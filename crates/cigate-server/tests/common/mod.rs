@@ -159,6 +159,19 @@ impl Harness {
         response.json().await.expect("json")
     }
 
+    /// GET straight to the simulator with the linked Buddy token: what Buddy holds.
+    pub async fn buddy_json(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.sim.base_url()))
+            .bearer_auth(&self.buddy_token)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// GET returning status and JSON body.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let response = self.get(path).send().await.expect("request");
