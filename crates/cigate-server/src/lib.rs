@@ -23,6 +23,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod refresh;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod store;
 pub mod upstream;
@@ -116,7 +117,7 @@ pub async fn start(state: AppState) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let app = routes::router(state.clone());
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let task = tokio::spawn(serve::serve(listener, app));
     let refresher = tokio::spawn(refresh::background(state.clone()));
     Ok(RunningServer {
         addr,
