@@ -142,8 +142,17 @@ pub async fn validate_base_url(url: &str, policy: UpstreamPolicy) -> Result<Url,
 }
 
 /// The checks that need no DNS: scheme, userinfo, query/fragment, and IP-literal hosts.
-/// Called before every request too, since reqwest connects to IP literals directly.
 pub fn check_url(url: &Url, policy: UpstreamPolicy) -> Result<(), BaseUrlError> {
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(BaseUrlError::QueryOrFragment);
+    }
+    check_target(url, policy)
+}
+
+/// [`check_url`] for a request URL, whose query is ours (built from the caller's
+/// pairs). Called before every request, since an IP-literal host is connected to
+/// without asking the resolver.
+pub fn check_target(url: &Url, policy: UpstreamPolicy) -> Result<(), BaseUrlError> {
     match url.scheme() {
         "https" => {}
         "http" if policy.allow_private => {}
@@ -152,7 +161,7 @@ pub fn check_url(url: &Url, policy: UpstreamPolicy) -> Result<(), BaseUrlError> 
     if !url.username().is_empty() || url.password().is_some() {
         return Err(BaseUrlError::Userinfo);
     }
-    if url.query().is_some() || url.fragment().is_some() {
+    if url.fragment().is_some() {
         return Err(BaseUrlError::QueryOrFragment);
     }
     let literal = match url.host() {

@@ -1,6 +1,6 @@
-//! The HTTP client every call to Buddy goes through: one pooled `reqwest::Client` per
-//! process ([`HttpPool`]), one cheap [`BuddyClient`] per account carrying its base URL
-//! and token.
+//! The HTTP client every call to Buddy goes through: one connection pool per process
+//! ([`HttpPool`], see [`crate::transport`]), one cheap [`BuddyClient`] per account
+//! carrying its base URL and token.
 //!
 //! Every request, JSON or raw, passes through [`BuddyClient::dispatch`], the one place
 //! where the per-account rate governor and the retry policy wrap the transport.
@@ -11,15 +11,18 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use cigate_core::Secret;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::Method;
+use http::{Method, Uri};
 use serde_json::Value;
 use tracing::Instrument;
 use url::Url;
 
-use crate::base_url::{check_url, BaseUrlError, PolicyResolver, UpstreamPolicy};
+use crate::base_url::{check_target, UpstreamPolicy};
 use crate::error::{message_from_value, parse_error_body, BuddyError};
 use crate::governor::{Governor, GovernorConfig, GovernorRegistry};
-use crate::retry::{Counters, Pipeline, RetryPolicy, UpstreamStats};
+pub use crate::retry::RawBody;
+use crate::retry::{Counters, Outgoing, Pipeline, RetryPolicy, UpstreamStats};
+use crate::transport::Transport;
+pub use crate::transport::{stream_body, RawResponse};
 
 /// Sent on every call so Buddy (and operators reading its logs) can tell us apart.
 pub const USER_AGENT: &str = concat!("cigate/", env!("CARGO_PKG_VERSION"));
@@ -68,7 +71,7 @@ impl Default for HttpPoolConfig {
 /// (unified, proxy and custom calls alike) draws on the same budget.
 #[derive(Debug, Clone)]
 pub struct HttpPool {
-    http: reqwest::Client,
+    http: Transport,
     policy: UpstreamPolicy,
     config: HttpPoolConfig,
     governors: Arc<GovernorRegistry>,
@@ -81,22 +84,10 @@ impl HttpPool {
     }
 
     pub fn with_config(policy: UpstreamPolicy, config: HttpPoolConfig) -> Result<Self, BuddyError> {
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .user_agent(USER_AGENT)
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            // A redirect could point at an IP literal, which skips the resolver, and
-            // Buddy's API does not redirect.
-            .redirect(reqwest::redirect::Policy::none())
-            // An environment proxy would resolve the host itself, past our resolver.
-            .no_proxy()
-            .https_only(!policy.allow_private)
-            .dns_resolver(Arc::new(PolicyResolver::new(policy)))
-            .build()
-            .map_err(|e| BuddyError::Transport(format!("cannot build the HTTP client: {e}")))?;
+        // Redirects are never followed (one could point at an IP literal, which skips
+        // the resolver, and Buddy's API does not redirect) and no environment proxy is
+        // used (it would resolve the host itself, past the resolver).
+        let http = Transport::new(policy, config.connect_timeout, config.read_timeout)?;
         Ok(Self {
             http,
             policy,
@@ -193,7 +184,7 @@ pub struct RawRequest {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
-    pub body: Option<reqwest::Body>,
+    pub body: Option<RawBody>,
     /// Budget until the response head arrives; the body streams without a total
     /// budget (only the pool's read timeout between chunks).
     pub timeout: Option<Duration>,
@@ -215,10 +206,12 @@ impl RawRequest {
 /// One account's view of Buddy: base URL + token over the shared pool. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct BuddyClient {
-    http: reqwest::Client,
+    http: Transport,
     policy: UpstreamPolicy,
     base_url: Arc<Url>,
     token: Arc<Secret>,
+    /// `Bearer <token>`, built once; `None` when the token cannot be a header value.
+    bearer: Option<HeaderValue>,
     timeout: Duration,
     max_body_bytes: usize,
     governor: Arc<Governor>,
@@ -231,10 +224,17 @@ impl BuddyClient {
     /// is enforced again on every request and connection regardless.
     pub fn new(pool: &HttpPool, base_url: Url, token: Secret) -> Self {
         let governor = pool.governors.governor(base_url.as_str(), token.expose());
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .ok()
+            .map(|mut value| {
+                value.set_sensitive(true);
+                value
+            });
         Self {
             http: pool.http.clone(),
             policy: pool.policy,
             base_url: Arc::new(base_url),
+            bearer,
             token: Arc::new(token),
             timeout: pool.config.request_timeout,
             max_body_bytes: pool.config.max_body_bytes,
@@ -299,15 +299,21 @@ impl BuddyClient {
         let url = self.endpoint_url(path, query)?;
         let span = upstream_span(&method, &url);
         async {
-            let mut builder = self
-                .http
-                .request(method, url)
-                .header(header::ACCEPT, HeaderValue::from_static("application/json"))
-                .header(header::AUTHORIZATION, self.bearer()?);
-            if let Some(body) = body {
-                builder = builder.json(body);
-            }
-            let request = builder.build().map_err(map_reqwest)?;
+            let mut headers = HeaderMap::with_capacity(4);
+            headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+            let body = match body {
+                Some(body) => {
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    let bytes = serde_json::to_vec(body)
+                        .map_err(|e| BuddyError::Decode(format!("unencodable body: {e}")))?;
+                    Some(RawBody::Buffered(bytes.into()))
+                }
+                None => None,
+            };
+            let request = self.outgoing(method, &url, headers, body)?;
             let deadline = tokio::time::Instant::now() + self.timeout;
             let upstream = tokio::time::timeout_at(deadline, async {
                 let response = self.dispatch(request, deadline).await?;
@@ -324,7 +330,7 @@ impl BuddyClient {
 
     /// Forwards a raw request and returns Buddy's response unbuffered, whatever its
     /// status, so the proxy can stream status, headers and body through.
-    pub async fn send_raw(&self, req: RawRequest) -> Result<reqwest::Response, BuddyError> {
+    pub async fn send_raw(&self, req: RawRequest) -> Result<RawResponse, BuddyError> {
         let query: Vec<(String, String)> = req
             .query
             .into_iter()
@@ -334,13 +340,8 @@ impl BuddyClient {
         let span = upstream_span(&req.method, &url);
         let timeout = req.timeout.unwrap_or(self.timeout);
         async {
-            let mut headers = forwardable_headers(req.headers);
-            headers.insert(header::AUTHORIZATION, self.bearer()?);
-            let mut builder = self.http.request(req.method, url).headers(headers);
-            if let Some(body) = req.body {
-                builder = builder.body(body);
-            }
-            let request = builder.build().map_err(map_reqwest)?;
+            let headers = forwardable_headers(req.headers);
+            let request = self.outgoing(req.method, &url, headers, req.body)?;
             let deadline = tokio::time::Instant::now() + timeout;
             let response = tokio::time::timeout_at(deadline, self.dispatch(request, deadline))
                 .await
@@ -450,10 +451,9 @@ impl BuddyClient {
     /// retries until `deadline` (see [`crate::retry`]).
     async fn dispatch(
         &self,
-        request: reqwest::Request,
+        request: Outgoing,
         deadline: tokio::time::Instant,
-    ) -> Result<reqwest::Response, BuddyError> {
-        check_url_for_request(request.url(), self.policy)?;
+    ) -> Result<RawResponse, BuddyError> {
         Pipeline {
             http: &self.http,
             governor: &self.governor,
@@ -464,14 +464,31 @@ impl BuddyClient {
         .await
     }
 
-    fn bearer(&self) -> Result<HeaderValue, BuddyError> {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
-            .map_err(|_| BuddyError::InvalidCredential)?;
-        value.set_sensitive(true);
-        Ok(value)
+    /// The request every attempt of a call sends: `url` re-checked against the policy
+    /// (IP literals bypass the connect-time resolver), the account's bearer token and
+    /// our User-Agent added.
+    fn outgoing(
+        &self,
+        method: Method,
+        url: &Url,
+        mut headers: HeaderMap,
+        body: Option<RawBody>,
+    ) -> Result<Outgoing, BuddyError> {
+        check_target(url, self.policy).map_err(BuddyError::Forbidden)?;
+        let uri = Uri::try_from(url.as_str())
+            .map_err(|e| BuddyError::InvalidPath(format!("not a request target: {e}")))?;
+        let bearer = self.bearer.clone().ok_or(BuddyError::InvalidCredential)?;
+        headers.insert(header::AUTHORIZATION, bearer);
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        Ok(Outgoing {
+            method,
+            uri,
+            headers,
+            body,
+        })
     }
 
-    async fn read_upstream(&self, mut response: reqwest::Response) -> Result<Upstream, BuddyError> {
+    async fn read_upstream(&self, mut response: RawResponse) -> Result<Upstream, BuddyError> {
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
         let rate_limit = RateLimitHeaders::from_headers(&headers);
@@ -519,7 +536,7 @@ impl BuddyClient {
 /// Reads at most `limit` bytes; a longer success body is an error, a longer error body
 /// is cut (its message is all we need).
 async fn read_body(
-    mut response: reqwest::Response,
+    mut response: RawResponse,
     limit: usize,
     fail_when_too_long: bool,
 ) -> Result<Vec<u8>, BuddyError> {
@@ -528,7 +545,7 @@ async fn read_body(
             .content_length()
             .map_or(0, |n| n.min(limit as u64) as usize),
     );
-    while let Some(chunk) = response.chunk().await.map_err(map_reqwest)? {
+    while let Some(chunk) = response.chunk().await? {
         if buf.len() + chunk.len() > limit {
             if fail_when_too_long {
                 return Err(BuddyError::Decode(format!(
@@ -541,13 +558,6 @@ async fn read_body(
         buf.extend_from_slice(&chunk);
     }
     Ok(buf)
-}
-
-fn check_url_for_request(url: &Url, policy: UpstreamPolicy) -> Result<(), BuddyError> {
-    // The query is ours (built from the caller's pairs), so only the rest is checked.
-    let mut bare = url.clone();
-    bare.set_query(None);
-    check_url(&bare, policy).map_err(BuddyError::Forbidden)
 }
 
 /// Joins `path` onto `base` without losing the base's own path, refusing anything that
@@ -656,63 +666,6 @@ fn upstream_span(method: &Method, url: &Url) -> tracing::Span {
         retry.count = tracing::field::Empty,
         governor.wait_ms = tracing::field::Empty,
     )
-}
-
-pub(crate) fn map_reqwest(err: reqwest::Error) -> BuddyError {
-    match find_source::<BaseUrlError>(&err) {
-        // A name that does not resolve is a connection failure, not a refusal.
-        Some(unresolvable @ BaseUrlError::Unresolvable(_)) => {
-            return BuddyError::Connect(unresolvable.to_string())
-        }
-        Some(policy) => return BuddyError::Forbidden(policy.clone()),
-        None => {}
-    }
-    // The URL may carry query parameters, so it stays out of messages.
-    let err = err.without_url();
-    if err.is_timeout() {
-        return BuddyError::Timeout;
-    }
-    let text = error_chain(&err);
-    if err.is_connect() {
-        BuddyError::Connect(text)
-    } else {
-        BuddyError::Transport(text)
-    }
-}
-
-/// A host name that does not resolve: reported as a connect error, but not worth
-/// retrying within one call.
-pub(crate) fn is_unresolvable(err: &reqwest::Error) -> bool {
-    matches!(
-        find_source::<BaseUrlError>(err),
-        Some(BaseUrlError::Unresolvable(_))
-    )
-}
-
-fn find_source<'a, T: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut current = err.source();
-    while let Some(e) = current {
-        let text = e.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
 }
 
 /// Buddy's dates: RFC 3339 with 0–3 fractional digits, occasionally without a zone
@@ -849,12 +802,16 @@ mod tests {
             base("https://api.buddy.works"),
             Secret::new("tok-plaintext-123"),
         );
-        let v = c.bearer().unwrap();
+        let v = c.bearer.clone().unwrap();
         assert!(v.is_sensitive());
         assert!(!format!("{v:?}").contains("plaintext"));
         assert!(!format!("{c:?}").contains("plaintext"));
         let bad = BuddyClient::new(&pool, base("https://api.buddy.works"), Secret::new("a\nb"));
-        assert!(matches!(bad.bearer(), Err(BuddyError::InvalidCredential)));
+        let url = base("https://api.buddy.works/workspaces");
+        assert!(matches!(
+            bad.outgoing(Method::GET, &url, HeaderMap::new(), None),
+            Err(BuddyError::InvalidCredential)
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod governor;
 pub mod mapping;
 pub mod provider;
 pub mod retry;
+pub mod transport;
 pub mod wire;
 
 pub use provider::BuddyProvider;

@@ -9,15 +9,14 @@
 //!   "Rate limit exceeded."): Buddy refuses such a request before acting on it, so
 //!   sending it again cannot run anything twice. The wait is the governor's: it holds
 //!   every call of the account until the reset (+ margin and jitter);
-//! - every method on a connect failure (`reqwest::Error::is_connect`): the connection
+//! - every method on a connect failure (hyper's `is_connect`): the connection
 //!   was never established, so no byte of the request reached Buddy. Any other failure
 //!   of a POST/PATCH (reset after sending, timeout) may have reached Buddy and is
 //!   returned as is; callers get safe retries through `Idempotency-Key`. A host name
 //!   that does not resolve is not retried (it will not resolve a moment later).
 //!
-//! A request whose body cannot be replayed (a streamed proxy body:
-//! `reqwest::Request::try_clone` gives `None`) is sent once, and Buddy's answer,
-//! whatever it is, is returned as is.
+//! A request whose body cannot be replayed (a streamed proxy body) is sent once, and
+//! Buddy's answer, whatever it is, is returned as is.
 //!
 //! Giving up: a rate limit that outlasts the deadline is
 //! [`BuddyError::RateLimited`] (decided before waiting, never after hanging); a 5xx
@@ -27,14 +26,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_LENGTH, RETRY_AFTER};
-use http::Method;
+use http::{Method, Request, Uri};
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::client::{is_unresolvable, map_reqwest, RateLimitHeaders};
+use crate::client::RateLimitHeaders;
 use crate::error::{parse_error_body, BuddyError};
 use crate::governor::{Clock, Governor, SystemClock};
+use crate::transport::{
+    full_body, is_unresolvable, map_error, RawResponse, RequestBody, Transport,
+};
 
 /// Backoff and bounds of retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,9 +151,50 @@ struct Tally {
     waited: Duration,
 }
 
+/// A request body: a buffered one can be sent again, so its call may be retried; a
+/// stream is sent once.
+#[derive(Debug)]
+pub enum RawBody {
+    Buffered(Bytes),
+    Streamed(RequestBody),
+}
+
+/// What one call sends, kept so that every attempt sends the same.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Option<RawBody>,
+}
+
+impl Outgoing {
+    fn replayable(&self) -> bool {
+        !matches!(self.body, Some(RawBody::Streamed(_)))
+    }
+
+    /// The request of the next attempt (a streamed body goes with the first).
+    fn attempt(&mut self) -> Request<RequestBody> {
+        let body = match self.body.take() {
+            None => full_body(Bytes::new()),
+            Some(RawBody::Buffered(bytes)) => {
+                let body = full_body(bytes.clone());
+                self.body = Some(RawBody::Buffered(bytes));
+                body
+            }
+            Some(RawBody::Streamed(stream)) => stream,
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
 /// The pieces a call goes through: governor, retries, transport.
 pub(crate) struct Pipeline<'a> {
-    pub http: &'a reqwest::Client,
+    pub http: &'a Transport,
     pub governor: &'a Arc<Governor>,
     pub counters: &'a Counters,
     pub policy: RetryPolicy,
@@ -159,7 +203,7 @@ pub(crate) struct Pipeline<'a> {
 /// An attempt that may be retried.
 enum Failure {
     Answer {
-        response: reqwest::Response,
+        response: RawResponse,
         rate_limited: bool,
         retry_after: Option<Duration>,
         reset: Option<i64>,
@@ -175,9 +219,9 @@ impl Pipeline<'_> {
     /// `retry.count` and `governor.wait_ms` on the current span.
     pub(crate) async fn send(
         &self,
-        request: reqwest::Request,
+        request: Outgoing,
         deadline: Instant,
-    ) -> Result<reqwest::Response, BuddyError> {
+    ) -> Result<RawResponse, BuddyError> {
         let mut tally = Tally::default();
         let result = self.attempts(request, deadline, &mut tally).await;
         let span = tracing::Span::current();
@@ -188,13 +232,13 @@ impl Pipeline<'_> {
 
     async fn attempts(
         &self,
-        mut request: reqwest::Request,
+        mut request: Outgoing,
         deadline: Instant,
         tally: &mut Tally,
-    ) -> Result<reqwest::Response, BuddyError> {
-        let idempotent = is_idempotent(request.method());
+    ) -> Result<RawResponse, BuddyError> {
+        let idempotent = is_idempotent(&request.method);
+        let replayable = request.replayable();
         loop {
-            let spare = request.try_clone();
             let started = Instant::now();
             let permit = self.governor.acquire(deadline).await;
             let waited = started.elapsed();
@@ -209,7 +253,7 @@ impl Pipeline<'_> {
             }
             tally.attempts += 1;
             permit.mark_sent();
-            let failure = match self.http.execute(request).await {
+            let failure = match self.http.send(request.attempt()).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let class = usize::from((status / 100).clamp(1, 5) - 1);
@@ -241,7 +285,7 @@ impl Pipeline<'_> {
                         permit.mark_unsent();
                     }
                     drop(permit);
-                    let error = map_reqwest(err);
+                    let error = map_error(&err);
                     let transient = matches!(
                         error,
                         BuddyError::Connect(_) | BuddyError::Transport(_) | BuddyError::Timeout
@@ -252,10 +296,10 @@ impl Pipeline<'_> {
                     Failure::Error(error)
                 }
             };
-            let Some(next) = spare else {
+            if !replayable {
                 // The body was a stream: Buddy's answer goes back as it is.
                 return failure.into_result();
-            };
+            }
             if tally.retries >= self.policy.max_retries {
                 return failure.give_up(self.governor.config().reset_margin);
             }
@@ -272,14 +316,13 @@ impl Pipeline<'_> {
             }
             drop(failure);
             tokio::time::sleep(pause).await;
-            request = next;
         }
     }
 }
 
 impl Failure {
     /// Sent once, not retryable: Buddy's answer or the error, as they are.
-    fn into_result(self) -> Result<reqwest::Response, BuddyError> {
+    fn into_result(self) -> Result<RawResponse, BuddyError> {
         match self {
             Failure::Answer { response, .. } => Ok(response),
             Failure::Error(e) => Err(e),
@@ -287,7 +330,7 @@ impl Failure {
     }
 
     /// Out of retries or time: a rate limit becomes [`BuddyError::RateLimited`].
-    fn give_up(self, margin: Duration) -> Result<reqwest::Response, BuddyError> {
+    fn give_up(self, margin: Duration) -> Result<RawResponse, BuddyError> {
         match self {
             Failure::Answer {
                 rate_limited: true,
@@ -310,14 +353,12 @@ impl Failure {
 
 /// Whether Buddy refused for the rate limit: 429, or a 403 whose body says "Rate limit
 /// exceeded." (read, then put back so the caller still gets the whole answer).
-async fn classify(response: reqwest::Response) -> (reqwest::Response, bool) {
+async fn classify(mut response: RawResponse) -> (RawResponse, bool) {
     match response.status().as_u16() {
         429 => (response, true),
         403 => {
-            let status = response.status();
-            let version = response.version();
             let mut headers = response.headers().clone();
-            let (bytes, complete) = peek_body(response).await;
+            let (bytes, complete) = peek_body(&mut response).await;
             let message = parse_error_body(&bytes).0;
             let limited = BuddyError::Api {
                 status: 403,
@@ -328,18 +369,14 @@ async fn classify(response: reqwest::Response) -> (reqwest::Response, bool) {
             if !complete {
                 headers.remove(CONTENT_LENGTH);
             }
-            let mut rebuilt = http::Response::new(bytes);
-            *rebuilt.status_mut() = status;
-            *rebuilt.version_mut() = version;
-            *rebuilt.headers_mut() = headers;
-            (reqwest::Response::from(rebuilt), limited)
+            (response.rebuilt(headers, bytes), limited)
         }
         _ => (response, false),
     }
 }
 
 /// Up to [`MAX_PEEK_BYTES`] of the body; `false` when it was cut or broke off.
-async fn peek_body(mut response: reqwest::Response) -> (bytes::Bytes, bool) {
+async fn peek_body(response: &mut RawResponse) -> (Bytes, bool) {
     let mut buf = Vec::new();
     loop {
         match response.chunk().await {
@@ -418,15 +455,18 @@ mod tests {
     #[tokio::test]
     async fn a_rate_limit_403_is_told_apart_and_its_body_kept() {
         let body = r#"{"errors":[{"message":"Rate limit exceeded."}]}"#;
-        let mut r = http::Response::new(body);
-        *r.status_mut() = http::StatusCode::FORBIDDEN;
-        let (resp, limited) = classify(reqwest::Response::from(r)).await;
+        let forbidden = |body: &'static str| {
+            RawResponse::buffered(
+                http::StatusCode::FORBIDDEN,
+                Bytes::from_static(body.as_bytes()),
+            )
+        };
+        let (resp, limited) = classify(forbidden(body)).await;
         assert!(limited);
         assert_eq!(resp.status(), 403);
-        assert_eq!(resp.text().await.unwrap(), body);
+        assert_eq!(resp.bytes().await.unwrap(), body.as_bytes());
 
-        let mut r = http::Response::new(r#"{"errors":[{"message":"No scope"}]}"#);
-        *r.status_mut() = http::StatusCode::FORBIDDEN;
-        assert!(!classify(reqwest::Response::from(r)).await.1);
+        let no_scope = forbidden(r#"{"errors":[{"message":"No scope"}]}"#);
+        assert!(!classify(no_scope).await.1);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cigate_buddy::base_url::UpstreamPolicy;
-use cigate_buddy::client::{BuddyClient, HttpPool, RawRequest};
+use cigate_buddy::client::{stream_body, BuddyClient, HttpPool, RawBody, RawRequest};
 use cigate_buddy::error::BuddyError;
 use cigate_buddy_sim::{FaultKind, FaultSpec, SimConfig, SimHandle, TimeMode, TokenSpec};
 use cigate_core::Secret;
@@ -178,8 +178,10 @@ async fn a_post_is_not_retried_after_a_503() {
     // A streamed body cannot be replayed, even for an idempotent method.
     s.inject(FaultSpec::new(FaultKind::Status { status: 503 }, 1));
     let mut raw = RawRequest::new(Method::PUT, "/workspaces");
-    let chunks: Vec<Result<&'static str, std::io::Error>> = vec![Ok("{}")];
-    raw.body = Some(reqwest::Body::wrap_stream(futures::stream::iter(chunks)));
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![Ok("{}".into())];
+    raw.body = Some(RawBody::Streamed(stream_body(futures::stream::iter(
+        chunks,
+    ))));
     let resp = c.send_raw(raw).await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(s.request_count(Some("PUT"), "/workspaces"), 1);

@@ -18,7 +18,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::Response;
 use axum::routing::any;
 use axum::{Extension, Router};
-use cigate_buddy::client::{validate_path, RateLimitHeaders, RawRequest};
+use cigate_buddy::client::{validate_path, RateLimitHeaders, RawBody, RawRequest, RawResponse};
 use cigate_buddy::error::parse_error_body;
 use cigate_core::cursor::CursorBinding;
 use cigate_core::{ProviderError, RateLimit};
@@ -209,7 +209,7 @@ async fn passthrough(
         query: forward,
         headers,
         // A buffered body can be replayed, so rate-limited writes are retried too.
-        body: (!body.is_empty()).then(|| reqwest::Body::from(body)),
+        body: (!body.is_empty()).then_some(RawBody::Buffered(body)),
         timeout: Some(timeout),
     };
     let slot = state
@@ -278,7 +278,7 @@ async fn stream_through(
     caller: &Caller,
     account: &Account,
     client: &AccountClient,
-    mut response: reqwest::Response,
+    mut response: RawResponse,
     slot: Slot,
 ) -> ApiResult<Response> {
     let status = response.status();
@@ -292,7 +292,7 @@ async fn stream_through(
         Body::from(bytes)
     } else {
         // The slot is held until the body is through: the connection is busy till then.
-        Body::from_stream(response.bytes_stream().map(move |chunk| {
+        Body::from_stream(response.into_stream().map(move |chunk| {
             let _held = &slot;
             chunk
         }))
@@ -331,7 +331,7 @@ fn strip_response_headers(headers: &mut HeaderMap) {
     }
 }
 
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> ApiResult<Bytes> {
+async fn read_limited(mut response: RawResponse, limit: usize) -> ApiResult<Bytes> {
     let mut buf = Vec::with_capacity(
         response
             .content_length()
@@ -340,7 +340,7 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> ApiResul
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|err| ApiError::UpstreamUnreachable(err.without_url().to_string()))?
+        .map_err(|err| ApiError::UpstreamUnreachable(err.to_string()))?
     {
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::UpstreamUnreachable(format!(
@@ -449,7 +449,7 @@ async fn wrap(
     caller: &Caller,
     account: &Account,
     client: &AccountClient,
-    mut response: reqwest::Response,
+    mut response: RawResponse,
     paging: Option<Paging>,
 ) -> ApiResult<Response> {
     let status = response.status();
