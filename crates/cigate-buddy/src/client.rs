@@ -122,13 +122,16 @@ pub struct RateLimitHeaders {
 
 impl RateLimitHeaders {
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        fn get<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
+        const LIMIT: HeaderName = HeaderName::from_static("x-rate-limit-limit");
+        const REMAINING: HeaderName = HeaderName::from_static("x-rate-limit-remaining");
+        const RESET: HeaderName = HeaderName::from_static("x-rate-limit-reset");
+        fn get<T: std::str::FromStr>(headers: &HeaderMap, name: HeaderName) -> Option<T> {
             headers.get(name)?.to_str().ok()?.trim().parse().ok()
         }
         Self {
-            limit: get(headers, "x-rate-limit-limit"),
-            remaining: get(headers, "x-rate-limit-remaining"),
-            reset: get(headers, "x-rate-limit-reset"),
+            limit: get(headers, LIMIT),
+            remaining: get(headers, REMAINING),
+            reset: get(headers, RESET),
         }
     }
 
@@ -595,11 +598,7 @@ pub fn validate_path(path: &str) -> Result<String, BuddyError> {
     if path.contains(['\\', '?', '#', ';']) {
         return refuse("backslash, `?`, `#` or `;` in the path");
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e", "%25", "%00", "%3f", "%23"]
-        .iter()
-        .any(|enc| lower.contains(enc))
-    {
+    if has_encoded(path, &[b"2f", b"5c", b"2e", b"25", b"00", b"3f", b"23"]) {
         return refuse("encoded separator or dot");
     }
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
@@ -618,6 +617,16 @@ pub fn validate_path(path: &str) -> Result<String, BuddyError> {
         return refuse("dot segment");
     }
     Ok(path)
+}
+
+/// Whether `text` holds `%XY` for any of `codes` (lower-case hex digits), in either case.
+pub fn has_encoded(text: &str, codes: &[&[u8; 2]]) -> bool {
+    text.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && codes
+                .iter()
+                .any(|c| w[1].to_ascii_lowercase() == c[0] && w[2].to_ascii_lowercase() == c[1])
+    })
 }
 
 /// Headers never forwarded: hop-by-hop ones, `Host` (ours), credentials (ours), and
@@ -647,11 +656,15 @@ fn forwardable_headers(mut headers: HeaderMap) -> HeaderMap {
     ] {
         headers.remove(name);
     }
-    for name in ["keep-alive", "proxy-connection"] {
+    for name in [KEEP_ALIVE, PROXY_CONNECTION] {
         headers.remove(name);
     }
     headers
 }
+
+/// Hop-by-hop headers that `http` has no constant for.
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// The span of one upstream call, with OpenTelemetry HTTP client attribute names. The
 /// query string is left out (it may carry `access_token`), and so are all headers.

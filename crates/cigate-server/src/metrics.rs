@@ -263,8 +263,10 @@ impl Collector for UpstreamCollector {
     }
 }
 
-/// Records every request under its route template. Installed around the whole router,
-/// so 401s, 404s and our own 429s are counted too.
+/// Records every request under its route template, and logs it at `debug` (the
+/// request log: method, route template, status, time to the response head; never the
+/// raw path or query, which carry ids and may carry tokens). Installed around the whole
+/// router, so 401s, 404s and our own 429s are counted too.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = Route(match request.extensions().get::<MatchedPath>() {
@@ -273,12 +275,17 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     });
     let method = method_label(request.method());
     let response = next.run(request).await;
-    state.metrics.observe(
-        route,
-        method,
-        response.status(),
-        started.elapsed().as_secs_f64(),
+    let elapsed = started.elapsed();
+    tracing::debug!(
+        http.request.method = method,
+        http.route = &*route.0,
+        http.response.status_code = response.status().as_u16(),
+        elapsed_us = elapsed.as_micros() as u64,
+        "request"
     );
+    state
+        .metrics
+        .observe(route, method, response.status(), elapsed.as_secs_f64());
     response
 }
 

@@ -294,20 +294,26 @@ pub async fn note_failure(
 /// `ratelimit-*` headers (IETF draft names) mapped from Buddy's `X-Rate-Limit-*`.
 pub fn rate_limit_headers(rate: Option<&RateLimit>) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let Some(rate) = rate else { return headers };
-    let now = Utc::now().timestamp();
-    let pairs = [
-        ("ratelimit-limit", rate.limit.map(|v| v.to_string())),
-        ("ratelimit-remaining", rate.remaining.map(|v| v.to_string())),
-        (
-            "ratelimit-reset",
-            rate.reset.map(|reset| (reset - now).max(0).to_string()),
-        ),
-    ];
-    for (name, value) in pairs {
-        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
+    if let Some(rate) = rate {
+        insert_rate_limit_headers(&mut headers, rate);
     }
     headers
+}
+
+/// Adds the `ratelimit-*` headers of `rate` to `headers` (on the proxy's hot path, so
+/// without building a map of its own).
+pub fn insert_rate_limit_headers(headers: &mut HeaderMap, rate: &RateLimit) {
+    const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+    const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+    const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+    if let Some(limit) = rate.limit {
+        headers.insert(LIMIT, HeaderValue::from(limit));
+    }
+    if let Some(remaining) = rate.remaining {
+        headers.insert(REMAINING, HeaderValue::from(remaining));
+    }
+    if let Some(reset) = rate.reset {
+        let now = Utc::now().timestamp();
+        headers.insert(RESET, HeaderValue::from((reset - now).max(0)));
+    }
 }

@@ -4,7 +4,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::get;
 use axum::Router;
-use tower_http::trace::TraceLayer;
 
 use crate::auth::require_token;
 use crate::state::AppState;
@@ -38,6 +37,5 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         ))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -10,15 +10,17 @@
 //! and refused before any lookup or upstream call when it could leave the account's
 //! Buddy base URL.
 
-use std::collections::BTreeMap;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::Response;
-use axum::routing::any;
+use axum::routing::{post, MethodRouter};
 use axum::{Extension, Router};
-use cigate_buddy::client::{validate_path, RateLimitHeaders, RawBody, RawRequest, RawResponse};
+use cigate_buddy::client::{
+    has_encoded, validate_path, RateLimitHeaders, RawBody, RawRequest, RawResponse, KEEP_ALIVE,
+    PROXY_CONNECTION,
+};
 use cigate_buddy::error::parse_error_body;
 use cigate_core::cursor::CursorBinding;
 use cigate_core::{ProviderError, RateLimit};
@@ -34,15 +36,30 @@ use crate::limits::Slot;
 use crate::state::AppState;
 use crate::upstream::{self, AccountClient};
 
-/// POST and PATCH honour `Idempotency-Key` through the same layer as unified writes.
+/// POST and PATCH honour `Idempotency-Key` through the same layer as unified writes;
+/// the other methods skip that layer (it would only pass them through, at a cost on
+/// the hot path). Methods outside the list reach the handler, which refuses them.
 pub fn routes(state: AppState) -> Router<AppState> {
+    fn methods<H, T>(state: &AppState, handler: H) -> MethodRouter<AppState>
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        post(handler.clone())
+            .patch(handler.clone())
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::idempotency::layer,
+            ))
+            .get(handler.clone())
+            .put(handler.clone())
+            .delete(handler.clone())
+            .options(handler.clone())
+            .fallback(handler)
+    }
     Router::new()
-        .route("/proxy/{*path}", any(proxy))
-        .route("/custom/{*path}", any(custom))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state,
-            crate::idempotency::layer,
-        ))
+        .route("/proxy/{*path}", methods(&state, proxy))
+        .route("/custom/{*path}", methods(&state, custom))
 }
 
 /// Largest Buddy body `/proxy` reads to wrap or return (`/custom` streams, unbounded).
@@ -75,7 +92,11 @@ const OWN_PARAMS: &[&str] = &[
 
 /// What the caller sends that must never reach Buddy: its own credentials and cookies.
 /// Hop-by-hop headers, `Host` and `Content-Length` are dropped by the client.
-const CALLER_ONLY_HEADERS: &[&str] = &["cookie", "idempotency-key", "forwarded"];
+const CALLER_ONLY_HEADERS: [HeaderName; 3] = [
+    header::COOKIE,
+    HeaderName::from_static(crate::idempotency::HEADER),
+    header::FORWARDED,
+];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -133,8 +154,7 @@ fn buddy_path(raw: &str, mode: Mode) -> ApiResult<String> {
         .strip_prefix(mode.prefix())
         .filter(|rest| rest.starts_with('/'))
         .ok_or_else(|| ApiError::InvalidPath("no Buddy path after the prefix".into()))?;
-    let lower = rest.to_ascii_lowercase();
-    if rest.contains('@') || lower.contains("%40") {
+    if rest.contains('@') || has_encoded(rest, &[b"40"]) {
         return Err(ApiError::InvalidPath("`@` in the path".into()));
     }
     validate_path(rest).map_err(|err| ApiError::InvalidPath(err.to_string()))
@@ -197,7 +217,7 @@ async fn passthrough(
 
     let mut headers = parts.headers;
     for name in CALLER_ONLY_HEADERS {
-        headers.remove(*name);
+        headers.remove(name);
     }
     if mode == Mode::Proxy {
         // `/proxy` reads the body, so it must arrive uncompressed.
@@ -235,14 +255,13 @@ fn parse_query(raw: Option<&str>) -> ApiResult<QueryPairs> {
 }
 
 /// `ratelimit-*` for a proxied answer, from Buddy's `X-Rate-Limit-*`.
-fn rate_headers(headers: &HeaderMap) -> HeaderMap {
+fn rate_limit(headers: &HeaderMap) -> Option<RateLimit> {
     let rate = RateLimitHeaders::from_headers(headers);
-    let rate = (!rate.is_empty()).then_some(RateLimit {
+    (!rate.is_empty()).then_some(RateLimit {
         limit: rate.limit,
         remaining: rate.remaining,
         reset: rate.reset,
-    });
-    upstream::rate_limit_headers(rate.as_ref())
+    })
 }
 
 /// Records a 401 (account needs re-authorisation) or 403 on the account; returns the
@@ -283,7 +302,7 @@ async fn stream_through(
 ) -> ApiResult<Response> {
     let status = response.status();
     let mut headers = std::mem::take(response.headers_mut());
-    let rate = rate_headers(&headers);
+    let rate = rate_limit(&headers);
     strip_response_headers(&mut headers);
     let body = if matches!(status.as_u16(), 401 | 403) {
         // Small error bodies: read them to record what Buddy said on the account.
@@ -299,7 +318,9 @@ async fn stream_through(
     };
     let mut out = Response::new(body);
     *out.status_mut() = status;
-    headers.extend(rate);
+    if let Some(rate) = &rate {
+        upstream::insert_rate_limit_headers(&mut headers, rate);
+    }
     *out.headers_mut() = headers;
     Ok(out)
 }
@@ -326,7 +347,11 @@ fn strip_response_headers(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
-    for name in ["keep-alive", "proxy-connection", "set-cookie2"] {
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        HeaderName::from_static("set-cookie2"),
+    ] {
         headers.remove(name);
     }
 }
@@ -425,23 +450,53 @@ fn collection(body: &[u8]) -> Option<(Fields<'_>, &RawValue)> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return None;
     }
-    let fields: Fields<'_> = serde_json::from_slice::<BTreeMap<String, &RawValue>>(body)
-        .ok()?
-        .into_iter()
-        .collect();
-    let mut array = None;
-    for (key, value) in &fields {
-        if value.get().starts_with('[') {
-            if array.is_some() {
-                return None;
+    let shape: Shape<'_> = serde_json::from_slice(body).ok()?;
+    Some((shape.fields, shape.array?))
+}
+
+/// A JSON object read only as far as needed to tell a collection from a single object:
+/// the first key that is neither an envelope key nor the one array stops the parse, so
+/// a single object costs a few keys, not the whole body.
+struct Shape<'a> {
+    fields: Fields<'a>,
+    array: Option<&'a RawValue>,
+}
+
+impl<'de> serde::Deserialize<'de> for Shape<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Shape<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Buddy collection")
             }
-            array = Some(*value);
-        } else if !COLLECTION_KEYS.contains(&key.as_str()) {
-            return None;
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Shape<'de>, A::Error> {
+                use serde::de::Error;
+                let mut shape = Shape {
+                    fields: Vec::new(),
+                    array: None,
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    if value.get().starts_with('[') {
+                        if shape.array.replace(value).is_some() {
+                            return Err(A::Error::custom("more than one array"));
+                        }
+                    } else if !COLLECTION_KEYS.contains(&key.as_str()) {
+                        return Err(A::Error::custom("not a collection"));
+                    }
+                    shape.fields.push((key, value));
+                }
+                Ok(shape)
+            }
         }
+        deserializer.deserialize_map(Visit)
     }
-    let array = array?;
-    Some((fields, array))
 }
 
 async fn wrap(
@@ -454,7 +509,7 @@ async fn wrap(
 ) -> ApiResult<Response> {
     let status = response.status();
     let headers = std::mem::take(response.headers_mut());
-    let rate = rate_headers(&headers);
+    let rate = rate_limit(&headers);
     let bytes = read_limited(response, MAX_PROXY_BODY).await?;
     if !status.is_success() {
         return Err(note_status(state, caller, account, client, status.as_u16(), &bytes).await);
@@ -482,7 +537,9 @@ async fn wrap(
             out
         }
     };
-    out.headers_mut().extend(rate);
+    if let Some(rate) = &rate {
+        upstream::insert_rate_limit_headers(out.headers_mut(), rate);
+    }
     Ok(out)
 }
 
