@@ -5,7 +5,8 @@
 #
 #   bench/proxy/run.sh            # needs: wrk, nginx (apt-get install wrk nginx-light), python3
 #
-# Tunables (environment): CONNS (throughput phase, 50), DURATION (10s), BIG_CONNS (1000),
+# Tunables (environment): CONNS (throughput phase, 50), DURATION (10s), ROUNDS (3: runs of
+# each path per concurrency, interleaved; the report gives medians), BIG_CONNS (1000),
 # PROXY_CORE (1) and LOAD_CORE (0): the proxy under test runs alone on PROXY_CORE, the
 # simulator and wrk share LOAD_CORE. cigate and nginx each get one worker.
 # Prints a Markdown report on stdout; logs go to $WORK (printed).
@@ -14,6 +15,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CONNS=${CONNS:-50}
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
 BIG_CONNS=${BIG_CONNS:-1000}
 PROXY_CORE=${PROXY_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
@@ -139,11 +141,15 @@ PY
 D="$SIM$BUDDY_PATH"; N="http://127.0.0.1:$NGINX_PORT$BUDDY_PATH"
 C="$CIGATE/custom$BUDDY_PATH?integrated_account_id=$ACCOUNT"; P="$CIGATE/proxy$BUDDY_PATH?integrated_account_id=$ACCOUNT"
 {
+  # Rounds interleave the four paths, so a slow spell of the (shared, virtual) machine
+  # hits all of them alike; the report takes each path's median.
   for conns in 1 "$CONNS"; do
-    run direct "$D" "$BUDDY_TOKEN" "$conns" "$DURATION" "$SIM_PID"
-    run nginx "$N" unused "$conns" "$DURATION" "$NGINX_PID"
-    run cigate-custom "$C" "$API_TOKEN" "$conns" "$DURATION" "$CIGATE_PID"
-    run cigate-proxy "$P" "$API_TOKEN" "$conns" "$DURATION" "$CIGATE_PID"
+    for _ in $(seq "$ROUNDS"); do
+      run direct "$D" "$BUDDY_TOKEN" "$conns" "$DURATION" "$SIM_PID"
+      run nginx "$N" unused "$conns" "$DURATION" "$NGINX_PID"
+      run cigate-custom "$C" "$API_TOKEN" "$conns" "$DURATION" "$CIGATE_PID"
+      run cigate-proxy "$P" "$API_TOKEN" "$conns" "$DURATION" "$CIGATE_PID"
+    done
   done
   run cigate-custom "$C" "$API_TOKEN" "$BIG_CONNS" "$DURATION" "$CIGATE_PID"
   run cigate-proxy "$P" "$API_TOKEN" "$BIG_CONNS" "$DURATION" "$CIGATE_PID"
@@ -151,17 +157,28 @@ C="$CIGATE/custom$BUDDY_PATH?integrated_account_id=$ACCOUNT"; P="$CIGATE/proxy$B
 HWM=$(awk '/VmHWM/ {print $2}' "/proc/$CIGATE_PID/status")
 NGINX_HWM=$(for p in $(pgrep -P "$NGINX_PID"); do awk '/VmHWM/ {print $2}' "/proc/$p/status"; done | sort -n | tail -1)
 
-python3 - "$WORK/results.txt" "$HWM" "$NGINX_HWM" "$BUDDY_PATH" "$CONNS" "$DURATION" "$BIG_CONNS" <<'PY'
-import sys
-path, hwm, nginx_hwm, buddy_path, conns, dur, big = sys.argv[1:8]
-rows = [l.split() for l in open(path) if l.strip()]
-R = {(r[0], r[1]): dict(rps=float(r[2]), p50=float(r[3]), p99=float(r[4]), n=int(r[5]), cpu=float(r[6]), errors=int(r[7])) for r in rows}
-def cpu10k(r): return r["cpu"] / r["n"] * 10000 if r["n"] else float("nan")
-print(f"Request: `GET {buddy_path}` (one project, ~1 KiB JSON). wrk -t1, {dur} per run after a 2 s warm-up.\n")
+python3 - "$WORK/results.txt" "$HWM" "$NGINX_HWM" "$BUDDY_PATH" "$CONNS" "$DURATION" "$BIG_CONNS" "$ROUNDS" <<'PY'
+import statistics, sys
+path, hwm, nginx_hwm, buddy_path, conns, dur, big, rounds = sys.argv[1:9]
+runs = {}
+for l in open(path):
+    if l.strip():
+        r = l.split()
+        n, cpu = int(r[5]), float(r[6])
+        runs.setdefault((r[0], r[1]), []).append(dict(rps=float(r[2]), p50=float(r[3]), p99=float(r[4]),
+            cpu10k=cpu / n * 10000 if n else float("nan"), errors=int(r[7])))
+# Each figure is the median over the rounds (errors: the sum).
+R = {key: {f: (sum(x[f] for x in rs) if f == "errors" else statistics.median(x[f] for x in rs))
+           for f in rs[0]} | {"spread": (min(x["cpu10k"] for x in rs), max(x["cpu10k"] for x in rs))}
+     for key, rs in runs.items()}
+def cpu10k(r): return r["cpu10k"]
+print(f"Request: `GET {buddy_path}` (one project, ~1 KiB JSON). wrk -t1, {dur} per run after a 2 s warm-up; "
+      f"{rounds} interleaved rounds at 1 and {conns} connections (medians; CPU range in brackets), one at {big}.\n")
 print("| path | conns | req/s | p50 µs | p99 µs | proxy CPU s / 10k req | non-2xx |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for (name, c), r in R.items():
-    cpu = "—" if name == "direct" else f"{cpu10k(r):.3f}"
+    lo, hi = r["spread"]
+    cpu = "—" if name == "direct" else f"{cpu10k(r):.3f}" + (f" [{lo:.3f}–{hi:.3f}]" if lo != hi else "")
     print(f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {cpu} | {r['errors']} |")
 print(f"\n(direct: the simulator's own CPU is not a proxy cost; its CPU s/10k at {conns} conns = {cpu10k(R[('direct', conns)]):.3f})\n")
 print("| ratio | /custom | /proxy | target |")

@@ -8,6 +8,7 @@
 //! status must call [`HotCache::forget_account`]); other instances see the change
 //! within the TTL. Tokens are keyed by their SHA-256, never by the plaintext.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
@@ -46,7 +47,10 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn get(&self, key: &K) -> Option<V> {
+    fn get<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let map = self.lock();
         map.get(key)
             .filter(|entry| entry.expires > Instant::now())
@@ -76,8 +80,9 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
 pub struct HotCache {
     ttl: Duration,
     tokens: Map<[u8; 32], Caller>,
-    /// Keyed by (environment id, account id).
-    accounts: Map<(String, String), Arc<Linked>>,
+    /// Keyed by account id (ids are unique across environments; a lookup checks the
+    /// environment too).
+    accounts: Map<String, Arc<Linked>>,
 }
 
 impl std::fmt::Debug for HotCache {
@@ -126,19 +131,21 @@ impl HotCache {
             return None;
         }
         self.accounts
-            .get(&(environment_id.to_owned(), account_id.to_owned()))
+            .get(account_id)
+            .filter(|linked| linked.account.environment_id == environment_id)
     }
 
-    pub fn remember_account(&self, environment_id: &str, linked: Arc<Linked>) {
+    /// `linked.account` must belong to the caller's environment (it was loaded for it).
+    pub fn remember_account(&self, linked: Arc<Linked>) {
         if self.enabled() {
-            let key = (environment_id.to_owned(), linked.account.id.clone());
+            let key = linked.account.id.clone();
             self.accounts.insert(key, linked, self.ttl);
         }
     }
 
     /// After anything changes the account's row or credential.
     pub fn forget_account(&self, account_id: &str) {
-        self.accounts.retain(|(_, id), _| id != account_id);
+        self.accounts.retain(|id, _| id != account_id);
     }
 }
 

@@ -165,11 +165,14 @@ impl Limits {
                 .slots
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            Arc::clone(
-                slots
-                    .entry(account_id.to_owned())
-                    .or_insert_with(|| Arc::new(Semaphore::new(self.in_flight.max))),
-            )
+            match slots.get(account_id) {
+                Some(semaphore) => Arc::clone(semaphore),
+                None => {
+                    let semaphore = Arc::new(Semaphore::new(self.in_flight.max));
+                    slots.insert(account_id.to_owned(), Arc::clone(&semaphore));
+                    semaphore
+                }
+            }
         };
         if let Ok(permit) = Arc::clone(&semaphore).try_acquire_owned() {
             return Ok(Slot(Some(permit)));
