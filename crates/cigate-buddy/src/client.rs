@@ -194,6 +194,23 @@ pub struct RawRequest {
 }
 
 impl RawRequest {
+    /// The same request to send again; `None` when its body is a stream (sent once).
+    pub fn try_clone(&self) -> Option<Self> {
+        let body = match &self.body {
+            None => None,
+            Some(RawBody::Buffered(bytes)) => Some(RawBody::Buffered(bytes.clone())),
+            Some(RawBody::Streamed(_)) => return None,
+        };
+        Some(Self {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            headers: self.headers.clone(),
+            body,
+            timeout: self.timeout,
+        })
+    }
+
     pub fn new(method: Method, path: impl Into<String>) -> Self {
         Self {
             method,

@@ -263,6 +263,7 @@ async fn refresh_holding_lease(
         {
             Ok(tokens) => break tokens,
             Err(err) if err.is_invalid_grant() => {
+                count_refresh(state, "failure");
                 let (message, body) = match err {
                     TokenError::Refused {
                         description, body, ..
@@ -278,13 +279,25 @@ async fn refresh_holding_lease(
                 attempt += 1;
             }
             Err(err) => {
+                count_refresh(state, "failure");
                 let message = err.to_string();
                 record_error(state, account, &message).await;
                 return Err(RefreshError::Unavailable(message));
             }
         }
     };
+    count_refresh(state, "success");
     store_tokens(state, account, tokens).await
+}
+
+/// One call to Buddy's token endpoint that ended (retries of an unreachable endpoint
+/// count once), for `cigate_oauth_refreshes_total`.
+fn count_refresh(state: &AppState, outcome: &'static str) {
+    state
+        .metrics
+        .refreshes
+        .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+        .inc();
 }
 
 async fn store_tokens(

@@ -89,6 +89,11 @@ pub struct AccountClient {
 }
 
 impl AccountClient {
+    /// The credential this client sends (to tell a refresh which token Buddy refused).
+    pub fn token(&self) -> &Secret {
+        &self.token
+    }
+
     /// Removes the account's token from a Buddy body, should Buddy ever echo it.
     pub fn scrub(&self, body: Value) -> Value {
         let token = self.token.expose();
@@ -129,9 +134,7 @@ pub async fn linked_account(
     let account = crate::routes::accounts::load(state, caller, account_id).await?;
     let client = build_client(state, caller, &account).await?;
     let linked = Arc::new(Linked { account, client });
-    state
-        .cache
-        .remember_account(&caller.environment_id, Arc::clone(&linked));
+    state.cache.remember_account(Arc::clone(&linked));
     Ok(linked)
 }
 

@@ -435,6 +435,7 @@ both_backends!(
             .to_owned();
         let sim = h.sim.sim();
         let base = h.server.base_url();
+        let linked_calls = sim.oauth_token_calls();
 
         // Expiring by our clock: refreshed first, once for many concurrent calls.
         set_credential(&h, &env, &id, |_, at| {
@@ -462,6 +463,26 @@ both_backends!(
         }
         assert_eq!(sim.oauth_token_calls() - before, 1);
 
+        // The same through the passthrough: one refresh, every call sent again.
+        let Some(Credential::OAuth2 { access_token, .. }) =
+            h.server.state.store.credential(&env, &id).await.unwrap()
+        else {
+            panic!()
+        };
+        assert!(sim.expire_token(access_token.expose()));
+        let before = sim.oauth_token_calls();
+        let calls = (0..10).map(|_| {
+            h.get(&format!("/custom/workspaces?integrated_account_id={id}"))
+                .send()
+        });
+        for response in futures::future::join_all(calls).await {
+            let response = response.unwrap();
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.unwrap();
+            assert!(body["workspaces"].is_array(), "{body}");
+        }
+        assert_eq!(sim.oauth_token_calls() - before, 1);
+
         // Forced refresh.
         let before = sim.oauth_token_calls();
         let forced = h
@@ -478,6 +499,26 @@ both_backends!(
         assert_eq!(sim.oauth_token_calls() - before, 1);
         let (status, _) = workspaces(&base, &h, &id).await;
         assert_eq!(status, 200);
+
+        // Every call to the token endpoint since the link was a counted refresh.
+        let metrics = h
+            .get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let refreshed = metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("cigate_oauth_refreshes_total{outcome=\"success\"} ")
+            })
+            .unwrap_or_else(|| panic!("no refresh counter in {metrics}"));
+        assert_eq!(
+            refreshed.trim().parse::<u64>().unwrap(),
+            sim.oauth_token_calls() - linked_calls
+        );
     }
 );
 

@@ -13,18 +13,18 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::handler::Handler;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{post, MethodRouter};
 use axum::{Extension, Router};
 use cigate_buddy::client::{
-    has_encoded, validate_path, RateLimitHeaders, RawBody, RawRequest, RawResponse, KEEP_ALIVE,
-    PROXY_CONNECTION,
+    has_encoded, validate_path, BuddyClient, RateLimitHeaders, RawBody, RawRequest, RawResponse,
+    KEEP_ALIVE, PROXY_CONNECTION,
 };
 use cigate_buddy::error::parse_error_body;
 use cigate_core::cursor::CursorBinding;
 use cigate_core::{ProviderError, RateLimit};
-use cigate_store::Account;
+use cigate_store::{Account, AuthMethod};
 use futures::StreamExt;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -33,6 +33,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryPairs;
 use crate::limits::Slot;
+use crate::refresh;
 use crate::state::AppState;
 use crate::upstream::{self, AccountClient};
 
@@ -185,7 +186,7 @@ async fn passthrough(
     let (parts, body) = request.into_parts();
     let path = buddy_path(parts.uri.path(), mode)?;
     allowed_method(&parts.method)?;
-    let query = parse_query(parts.uri.query())?;
+    let query = parse_query(parts.uri.query());
     let account_id = query
         .get("integrated_account_id")
         .ok_or_else(|| ApiError::missing(vec!["integrated_account_id".into()], "the proxy API"))?;
@@ -236,22 +237,34 @@ async fn passthrough(
         .limits
         .slot(account_id, std::time::Instant::now() + timeout)
         .await?;
-    let response = client.client.send_raw(raw).await.map_err(ApiError::from)?;
+    // An OAuth token Buddy refuses is refreshed once (single-flight, like unified
+    // calls) and the call sent again: a 401 means Buddy acted on nothing.
+    let again = (account.authentication_method == AuthMethod::Oauth2)
+        .then(|| raw.try_clone())
+        .flatten();
+    let mut response = client.client.send_raw(raw).await.map_err(ApiError::from)?;
+    if let (StatusCode::UNAUTHORIZED, Some(again)) = (response.status(), again) {
+        drop(response);
+        let fresh =
+            refresh::refresh_account(&state, account, refresh::Trigger::Replace(client.token()))
+                .await?;
+        let retry = BuddyClient::new(&state.http, client.client.base_url().clone(), fresh);
+        response = retry.send_raw(again).await.map_err(ApiError::from)?;
+    }
     match mode {
         Mode::Custom => stream_through(&state, &caller, account, client, response, slot).await,
         Mode::Proxy => wrap(&state, &caller, account, client, response, paging).await,
     }
 }
 
-fn parse_query(raw: Option<&str>) -> ApiResult<QueryPairs> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
-        .map(QueryPairs)
-        .map_err(|err| {
-            ApiError::bad_request(
-                "/problems/invalid-parameter",
-                format!("malformed query string: {err}"),
-            )
-        })
+/// The query as `application/x-www-form-urlencoded` pairs, in order (invalid UTF-8 in
+/// an escape becomes U+FFFD, as browsers do).
+fn parse_query(raw: Option<&str>) -> QueryPairs {
+    QueryPairs(
+        url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+            .into_owned()
+            .collect(),
+    )
 }
 
 /// `ratelimit-*` for a proxied answer, from Buddy's `X-Rate-Limit-*`.
