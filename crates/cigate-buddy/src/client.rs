@@ -683,8 +683,11 @@ fn forwardable_headers(mut headers: HeaderMap) -> HeaderMap {
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// The span of one upstream call, with OpenTelemetry HTTP client attribute names. The
-/// query string is left out (it may carry `access_token`), and so are all headers.
+/// The span of one upstream call, with OpenTelemetry attribute names: HTTP client
+/// ones, and the CI/CD run and task run ids when the Buddy path names them (Buddy's
+/// paths carry pipeline ids, not names, so `cicd.pipeline.name` is left to callers
+/// that know it). The query string is left out (it may carry `access_token`), and so
+/// are all headers.
 fn upstream_span(method: &Method, url: &Url) -> tracing::Span {
     tracing::info_span!(
         "buddy.request",
@@ -692,10 +695,19 @@ fn upstream_span(method: &Method, url: &Url) -> tracing::Span {
         http.request.method = %method,
         server.address = url.host_str().unwrap_or_default(),
         url.path = url.path(),
+        cicd.pipeline.run.id = id_after(url.path(), "executions"),
+        cicd.pipeline.task.run.id = id_after(url.path(), "action_executions"),
         http.response.status_code = tracing::field::Empty,
         retry.count = tracing::field::Empty,
         governor.wait_ms = tracing::field::Empty,
     )
+}
+
+/// The segment after `collection` in a Buddy path (`…/executions/42` → `42`).
+fn id_after<'a>(path: &'a str, collection: &str) -> Option<&'a str> {
+    let mut segments = path.split('/');
+    segments.find(|segment| *segment == collection)?;
+    segments.next().filter(|id| !id.is_empty())
 }
 
 /// Buddy's dates: RFC 3339 with 0–3 fractional digits, occasionally without a zone

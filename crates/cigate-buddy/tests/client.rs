@@ -543,8 +543,12 @@ async fn traces_carry_method_host_and_path_but_no_token_or_query() {
     let mut raw = RawRequest::new(Method::GET, "/raw");
     raw.query = q(&[("access_token", "query-secret-value")]);
     c.send_raw(raw).await.unwrap().bytes().await.unwrap();
+    let run = "/workspaces/acme/projects/p/pipelines/7/executions/42/action_executions/9/logs";
+    c.send_raw(RawRequest::new(Method::GET, run)).await.unwrap();
 
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("cicd.pipeline.run.id=\"42\""), "{text}");
+    assert!(text.contains("cicd.pipeline.task.run.id=\"9\""), "{text}");
     assert!(text.contains("buddy.request"), "{text}");
     assert!(text.contains("http.request.method=GET"), "{text}");
     assert!(text.contains("server.address=\"127.0.0.1\""), "{text}");
