@@ -212,7 +212,10 @@ async fn passthrough(
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
 
-    let linked = upstream::linked_account(&state, &caller, account_id).await?;
+    let linked = match state.cache.account(&caller.environment_id, account_id) {
+        Some(linked) => linked,
+        None => Box::pin(upstream::linked_account(&state, &caller, account_id)).await?,
+    };
     state.check_account_limit(account_id)?;
     let (account, client) = (&linked.account, &linked.client);
 
@@ -242,18 +245,32 @@ async fn passthrough(
     let again = (account.authentication_method == AuthMethod::Oauth2)
         .then(|| raw.try_clone())
         .flatten();
-    let mut response = client.client.send_raw(raw).await.map_err(ApiError::from)?;
+    // The upstream call and the refresh are boxed: this future then stays small while
+    // it waits for a slot, which is what 1,000 queued callers cost in memory.
+    let mut response = Box::pin(client.client.send_raw(raw))
+        .await
+        .map_err(ApiError::from)?;
     if let (StatusCode::UNAUTHORIZED, Some(again)) = (response.status(), again) {
         drop(response);
-        let fresh =
-            refresh::refresh_account(&state, account, refresh::Trigger::Replace(client.token()))
-                .await?;
+        let fresh = Box::pin(refresh::refresh_account(
+            &state,
+            account,
+            refresh::Trigger::Replace(client.token()),
+        ))
+        .await?;
         let retry = BuddyClient::new(&state.http, client.client.base_url().clone(), fresh);
-        response = retry.send_raw(again).await.map_err(ApiError::from)?;
+        response = Box::pin(retry.send_raw(again))
+            .await
+            .map_err(ApiError::from)?;
     }
     match mode {
-        Mode::Custom => stream_through(&state, &caller, account, client, response, slot).await,
-        Mode::Proxy => wrap(&state, &caller, account, client, response, paging).await,
+        Mode::Custom => {
+            Box::pin(stream_through(
+                &state, &caller, account, client, response, slot,
+            ))
+            .await
+        }
+        Mode::Proxy => Box::pin(wrap(&state, &caller, account, client, response, paging)).await,
     }
 }
 
@@ -320,7 +337,15 @@ async fn stream_through(
     let body = if matches!(status.as_u16(), 401 | 403) {
         // Small error bodies: read them to record what Buddy said on the account.
         let bytes = read_limited(response, MAX_ERROR_BODY).await?;
-        let _ = note_status(state, caller, account, client, status.as_u16(), &bytes).await;
+        let _ = Box::pin(note_status(
+            state,
+            caller,
+            account,
+            client,
+            status.as_u16(),
+            &bytes,
+        ))
+        .await;
         Body::from(bytes)
     } else {
         // The slot is held until the body is through: the connection is busy till then.
@@ -525,7 +550,15 @@ async fn wrap(
     let rate = rate_limit(&headers);
     let bytes = read_limited(response, MAX_PROXY_BODY).await?;
     if !status.is_success() {
-        return Err(note_status(state, caller, account, client, status.as_u16(), &bytes).await);
+        return Err(Box::pin(note_status(
+            state,
+            caller,
+            account,
+            client,
+            status.as_u16(),
+            &bytes,
+        ))
+        .await);
     }
     let listed = paging.as_ref().and_then(|paging| {
         let (fields, array) = collection(&bytes)?;
