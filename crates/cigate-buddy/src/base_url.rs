@@ -7,7 +7,10 @@
 //! internal address (DNS rebinding) still cannot be reached. IP-literal hosts never
 //! reach a resolver, so [`check_url`] re-checks them before every request.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use url::{Host, Url};
@@ -195,8 +198,9 @@ async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, BaseUrlError> 
 }
 
 /// Connect-time enforcement: resolves with the system resolver and keeps only the
-/// addresses the policy permits, failing when none remain. Installed on the shared
-/// HTTP pool via `ClientBuilder::dns_resolver`.
+/// addresses the policy permits, failing when none remain. The resolver of the shared
+/// HTTP pool's connector (a hyper `Service<Name>`), and of the OAuth client (reqwest's
+/// `Resolve`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PolicyResolver {
     policy: UpstreamPolicy,
@@ -207,9 +211,9 @@ impl PolicyResolver {
         Self { policy }
     }
 
-    /// Resolves `host` and filters by the policy; the core of [`reqwest::dns::Resolve`].
+    /// Resolves `host` and filters by the policy; the core of both resolver interfaces.
     pub async fn resolve_host(&self, host: &str) -> Result<Vec<SocketAddr>, BaseUrlError> {
-        // Port 0: reqwest substitutes the URL's port.
+        // Port 0: both connectors substitute the URL's port.
         let addrs = lookup(host, 0).await?;
         let policy = self.policy;
         let permitted: Vec<SocketAddr> = addrs
@@ -220,6 +224,27 @@ impl PolicyResolver {
             return Err(BaseUrlError::NoPublicAddress(host.to_owned()));
         }
         Ok(permitted)
+    }
+}
+
+/// The resolver as hyper's connector calls it: every permitted address of the name.
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = BaseUrlError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BaseUrlError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let resolver = *self;
+        Box::pin(async move {
+            resolver
+                .resolve_host(name.as_str())
+                .await
+                .map(Vec::into_iter)
+        })
     }
 }
 

@@ -60,6 +60,10 @@ use tokio::time::Instant;
 use crate::client::RateLimitHeaders;
 use crate::error::BuddyError;
 
+/// A call may take from the free share of the budget only while the window's reset is
+/// more than this many times its own deadline away (see [`GovernorConfig::free_percent`]).
+const FREE_BURST_HORIZON: u32 = 4;
+
 /// Tunables of the governor. Integers so [`crate::client::HttpPoolConfig`] stays `Eq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GovernorConfig {
@@ -75,7 +79,10 @@ pub struct GovernorConfig {
     /// While more than this share of the largest budget seen is left, calls go at once:
     /// a burst (a product syncing one account, 200 concurrent list calls) should not
     /// be stretched over the hour when the budget easily covers it. Below it, what is
-    /// left is spread evenly until the reset (25 %: 250 of 1,000; 15 of 60).
+    /// left is spread evenly until the reset (25 %: 250 of 1,000; 15 of 60). Only for
+    /// calls whose deadline is under a quarter of the time to the reset: in a short
+    /// window (60 per minute, 30 s deadlines) steady spacing serves queued callers in
+    /// time and a burst would not.
     pub free_percent: u8,
     /// Budget left unspent in each window, in percent of the largest budget seen, for
     /// the customer's own use of the token (2 %: 20 of 1,000; 1 of 60; 0 of 20).
@@ -453,7 +460,13 @@ impl Governor {
         if available <= 0 {
             return Decision::WaitUntil(window.renew_at);
         }
-        if self.config.free_percent > 0 && available > free_above as i64 {
+        // A free burst only for a call whose deadline is short next to the window: with
+        // the reset a few deadlines away, spacing costs little, and a burst would leave
+        // the window's last quarter spread so thin that callers queued behind it miss
+        // their deadlines (60 per minute, 20 steady callers, 30 s deadlines).
+        let window_is_long = window.reset_at.saturating_duration_since(now)
+            > deadline.saturating_duration_since(now) * FREE_BURST_HORIZON;
+        if self.config.free_percent > 0 && available > free_above as i64 && window_is_long {
             window.remaining -= 1;
             let reset_unix = window.reset_unix;
             st.in_flight += 1;
@@ -747,16 +760,41 @@ mod tests {
         // Teaches a budget of 100 for 100 s.
         call(&g, 99, reset).await;
         let t0 = Instant::now();
-        // Down to 25 left, calls are not spaced at all.
+        // Down to 25 left, calls with a 20 s deadline are not spaced at all.
+        let within = Duration::from_secs(20);
         for left in (25..99).rev() {
-            call(&g, left, reset).await;
+            call_within(&g, left, reset, within).await;
         }
         assert_eq!(t0.elapsed(), Duration::ZERO);
         // From there on the last quarter is spread over the time left: one per 4 s.
-        call(&g, 24, reset).await;
+        call_within(&g, 24, reset, within).await;
         let before = Instant::now();
-        call(&g, 23, reset).await;
+        call_within(&g, 23, reset, within).await;
         assert_near(before.elapsed(), 4000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_free_burst_when_the_reset_is_near_next_to_the_deadline() {
+        let g = governor(GovernorConfig {
+            free_percent: 25,
+            ..cfg()
+        });
+        let reset = T0 as i64 + 100;
+        call(&g, 99, reset).await;
+        // 30 s deadlines and the reset 100 s away: spaced from the start (GCRA with
+        // its 10 % run-ahead), not sent at once.
+        let t0 = Instant::now();
+        for left in (80..99).rev() {
+            call_within(&g, left, reset, Duration::from_secs(30)).await;
+        }
+        assert!(t0.elapsed() >= Duration::from_secs(5), "{:?}", t0.elapsed());
+    }
+
+    /// [`call`] with a deadline `within` from now.
+    async fn call_within(g: &Arc<Governor>, remaining: u64, reset: i64, within: Duration) {
+        let mut p = g.acquire(Instant::now() + within).await.unwrap();
+        p.mark_sent();
+        g.observe(p, &headers(remaining, reset), false, None);
     }
 
     /// Within 2 ms: Unix seconds as `f64` and Tokio's millisecond timer round a little.

@@ -8,9 +8,6 @@
 //! HTTP/2 as ALPN decides.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +18,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Either, Full, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -269,25 +265,4 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         current = e.source();
     }
     parts.join(": ")
-}
-
-/// The resolver as hyper's connector calls it: every permitted address of the name.
-impl tower_service::Service<Name> for PolicyResolver {
-    type Response = std::vec::IntoIter<std::net::SocketAddr>;
-    type Error = BaseUrlError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BaseUrlError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let resolver = *self;
-        Box::pin(async move {
-            resolver
-                .resolve_host(name.as_str())
-                .await
-                .map(Vec::into_iter)
-        })
-    }
 }
