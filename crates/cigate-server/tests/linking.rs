@@ -424,6 +424,17 @@ both_backends!(a_wrong_pkce_verifier_is_refused, |h: Harness| async move {
     assert_eq!(list["result_count"], 0);
 });
 
+/// Makes the simulator refuse the account's current access token, as Buddy does
+/// when it invalidates one without warning.
+async fn expire_access_token(h: &Harness, env: &str, id: &str) {
+    let Some(Credential::OAuth2 { access_token, .. }) =
+        h.server.state.store.credential(env, id).await.unwrap()
+    else {
+        panic!("not an OAuth account")
+    };
+    assert!(h.sim.sim().expire_token(access_token.expose()));
+}
+
 both_backends!(
     refresh_happens_once_before_expiry_and_on_401,
     |h: Harness| async move {
@@ -450,12 +461,7 @@ both_backends!(
         assert_eq!(sim.oauth_token_calls() - before, 1);
 
         // Invalidated by Buddy without warning: one refresh, the call retried.
-        let Some(Credential::OAuth2 { access_token, .. }) =
-            h.server.state.store.credential(&env, &id).await.unwrap()
-        else {
-            panic!()
-        };
-        assert!(sim.expire_token(access_token.expose()));
+        expire_access_token(&h, &env, &id).await;
         let before = sim.oauth_token_calls();
         let calls = (0..20).map(|_| workspaces(&base, &h, &id));
         for (status, body) in futures::future::join_all(calls).await {
@@ -464,12 +470,7 @@ both_backends!(
         assert_eq!(sim.oauth_token_calls() - before, 1);
 
         // The same through the passthrough: one refresh, every call sent again.
-        let Some(Credential::OAuth2 { access_token, .. }) =
-            h.server.state.store.credential(&env, &id).await.unwrap()
-        else {
-            panic!()
-        };
-        assert!(sim.expire_token(access_token.expose()));
+        expire_access_token(&h, &env, &id).await;
         let before = sim.oauth_token_calls();
         let calls = (0..10).map(|_| {
             h.get(&format!("/custom/workspaces?integrated_account_id={id}"))
@@ -501,14 +502,7 @@ both_backends!(
         assert_eq!(status, 200);
 
         // Every call to the token endpoint since the link was a counted refresh.
-        let metrics = h
-            .get("/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = h.metrics().await;
         let refreshed = metrics
             .lines()
             .find_map(|line| {

@@ -431,9 +431,7 @@ async fn metrics_expose_route_templates_and_no_secret() {
     }
     h.get_json(&format!("/custom/user?integrated_account_id={id}"))
         .await;
-    let response = h.http.get(h.url("/metrics")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
+    let text = h.metrics().await;
     for series in [
         r#"cigate_http_requests_total{route="/proxy/{*path}",method="GET",status="200"} 3"#,
         r#"cigate_http_requests_total{route="/custom/{*path}",method="GET",status="200"} 1"#,
@@ -595,15 +593,7 @@ async fn idempotency_keys_run_each_pipeline_once() {
         h.sim.sim().execution_count(&ws, &project, pipeline) - before,
         100
     );
-    let metrics = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("cigate_idempotent_replays_total 100"),
         "{metrics}"

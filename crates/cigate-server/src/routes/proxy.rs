@@ -306,7 +306,9 @@ async fn note_status(
 ) -> ApiError {
     let (message, body) = parse_error_body(bytes);
     let body = client.scrub(body);
-    upstream::note_failure(
+    // Boxed: the store update is a large future, and this one is part of every
+    // proxied call's (see the slot wait in `passthrough`).
+    Box::pin(upstream::note_failure(
         state,
         caller,
         account,
@@ -316,7 +318,7 @@ async fn note_status(
             body,
             missing_scope: None,
         },
-    )
+    ))
     .await
 }
 
@@ -337,15 +339,7 @@ async fn stream_through(
     let body = if matches!(status.as_u16(), 401 | 403) {
         // Small error bodies: read them to record what Buddy said on the account.
         let bytes = read_limited(response, MAX_ERROR_BODY).await?;
-        let _ = Box::pin(note_status(
-            state,
-            caller,
-            account,
-            client,
-            status.as_u16(),
-            &bytes,
-        ))
-        .await;
+        let _ = note_status(state, caller, account, client, status.as_u16(), &bytes).await;
         Body::from(bytes)
     } else {
         // The slot is held until the body is through: the connection is busy till then.
@@ -550,15 +544,7 @@ async fn wrap(
     let rate = rate_limit(&headers);
     let bytes = read_limited(response, MAX_PROXY_BODY).await?;
     if !status.is_success() {
-        return Err(Box::pin(note_status(
-            state,
-            caller,
-            account,
-            client,
-            status.as_u16(),
-            &bytes,
-        ))
-        .await);
+        return Err(note_status(state, caller, account, client, status.as_u16(), &bytes).await);
     }
     let listed = paging.as_ref().and_then(|paging| {
         let (fields, array) = collection(&bytes)?;

@@ -112,6 +112,13 @@ impl Harness {
         self.http.post(self.url(path)).bearer_auth(&self.api_token)
     }
 
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// Links the simulator's account with `token`; returns the response.
     pub async fn link_with(&self, token: &str) -> reqwest::Response {
         self.post("/integrated-account")
