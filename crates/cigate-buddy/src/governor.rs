@@ -619,7 +619,11 @@ impl Governor {
                     _ => {
                         st.window = Some(fresh);
                         st.budget_before = budget_before;
-                        st.tat = now;
+                        // Turns already handed out (up to `tat`) go out in this window
+                        // and are already taken off its `remaining`; starting the
+                        // schedule at `now` would spread what is left over time they
+                        // occupy, and with 20 queued callers stretch each turn by half.
+                        st.tat = st.tat.max(now);
                     }
                 }
                 if let (true, Some(after)) = (rate_limited, retry_after) {
