@@ -539,7 +539,7 @@ impl BuddyClient {
     }
 
     /// Removes the account's token from an error body, should Buddy ever echo it.
-    fn scrub(&self, body: Value) -> Value {
+    pub fn scrub(&self, body: Value) -> Value {
         let token = self.token.expose();
         if token.len() < 4 {
             return body;
@@ -649,6 +649,21 @@ pub fn has_encoded(text: &str, codes: &[&[u8; 2]]) -> bool {
 /// Headers never forwarded: hop-by-hop ones, `Host` (ours), credentials (ours), and
 /// `Content-Length` (recomputed from the body).
 fn forwardable_headers(mut headers: HeaderMap) -> HeaderMap {
+    strip_hop_by_hop(&mut headers);
+    for name in [
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::HOST,
+        header::CONTENT_LENGTH,
+    ] {
+        headers.remove(name);
+    }
+    headers
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1) of a message a proxy passes on:
+/// those the `Connection` header names, and the standard ones.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named_by_connection: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -660,28 +675,22 @@ fn forwardable_headers(mut headers: HeaderMap) -> HeaderMap {
         headers.remove(name);
     }
     for name in [
-        header::AUTHORIZATION,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-        header::HOST,
         header::CONNECTION,
         header::TE,
         header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
-        header::CONTENT_LENGTH,
+        header::PROXY_AUTHENTICATE,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
     ] {
         headers.remove(name);
     }
-    for name in [KEEP_ALIVE, PROXY_CONNECTION] {
-        headers.remove(name);
-    }
-    headers
 }
 
 /// Hop-by-hop headers that `http` has no constant for.
-pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// The span of one upstream call, with OpenTelemetry attribute names: HTTP client
 /// ones, and the CI/CD run and task run ids when the Buddy path names them (Buddy's

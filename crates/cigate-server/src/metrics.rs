@@ -17,7 +17,8 @@ use prometheus_client::collector::Collector;
 use std::fmt::Write as _;
 
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    DescriptorEncoder, EncodeCounterValue, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+    LabelValueEncoder,
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -155,53 +156,17 @@ struct UpstreamCollector {
     pool: HttpPool,
 }
 
-fn encode_counter(
+/// One constant counter series, `u64` or `f64`.
+fn encode_counter<N: EncodeCounterValue>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     unit: Option<&Unit>,
-    value: impl EncodeMetricValue,
+    value: N,
 ) -> Result<(), std::fmt::Error> {
-    value.encode_as_counter(encoder, name, help, unit)
-}
-
-/// `u64` and `f64` constant counters, so one helper writes both.
-trait EncodeMetricValue {
-    fn encode_as_counter(
-        self,
-        encoder: &mut DescriptorEncoder,
-        name: &str,
-        help: &str,
-        unit: Option<&Unit>,
-    ) -> Result<(), std::fmt::Error>;
-}
-
-impl EncodeMetricValue for u64 {
-    fn encode_as_counter(
-        self,
-        encoder: &mut DescriptorEncoder,
-        name: &str,
-        help: &str,
-        unit: Option<&Unit>,
-    ) -> Result<(), std::fmt::Error> {
-        let counter = ConstCounter::new(self);
-        let metric = encoder.encode_descriptor(name, help, unit, counter.metric_type())?;
-        counter.encode(metric)
-    }
-}
-
-impl EncodeMetricValue for f64 {
-    fn encode_as_counter(
-        self,
-        encoder: &mut DescriptorEncoder,
-        name: &str,
-        help: &str,
-        unit: Option<&Unit>,
-    ) -> Result<(), std::fmt::Error> {
-        let counter = ConstCounter::new(self);
-        let metric = encoder.encode_descriptor(name, help, unit, counter.metric_type())?;
-        counter.encode(metric)
-    }
+    let counter = ConstCounter::new(value);
+    let metric = encoder.encode_descriptor(name, help, unit, counter.metric_type())?;
+    counter.encode(metric)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -18,8 +18,8 @@ use axum::response::Response;
 use axum::routing::{post, MethodRouter};
 use axum::{Extension, Router};
 use cigate_buddy::client::{
-    has_encoded, validate_path, BuddyClient, RateLimitHeaders, RawBody, RawRequest, RawResponse,
-    KEEP_ALIVE, PROXY_CONNECTION,
+    has_encoded, strip_hop_by_hop, validate_path, BuddyClient, RateLimitHeaders, RawBody,
+    RawRequest, RawResponse,
 };
 use cigate_buddy::error::parse_error_body;
 use cigate_core::cursor::CursorBinding;
@@ -358,32 +358,8 @@ async fn stream_through(
 }
 
 fn strip_response_headers(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::SET_COOKIE,
-    ] {
-        headers.remove(name);
-    }
-    for name in [
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        HeaderName::from_static("set-cookie2"),
-    ] {
+    strip_hop_by_hop(headers);
+    for name in [header::SET_COOKIE, HeaderName::from_static("set-cookie2")] {
         headers.remove(name);
     }
 }
