@@ -14,17 +14,10 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cigate_store::Account;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
-use crate::upstream::AccountClient;
-
-/// An account with its client, as the proxy needs them.
-pub struct Linked {
-    pub account: Account,
-    pub client: AccountClient,
-}
+use crate::gateway::Linked;
 
 struct Entry<V> {
     value: V,

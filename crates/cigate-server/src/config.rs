@@ -72,8 +72,9 @@ pub struct ServerConfig {
     #[arg(long, env = "CIGATE_HOT_CACHE_MS", default_value_t = 1000)]
     pub hot_cache_ms: u64,
 
-    /// Proxied calls per account at Buddy at once (0 = unbounded); more wait for a turn
-    /// within their deadline. Bounds upstream connections and memory per account.
+    /// Calls per account at Buddy at once (0 = unbounded), unified, writes, proxy and
+    /// custom alike; more wait for a turn within their deadline. Bounds upstream
+    /// connections and memory per account.
     #[arg(long, env = "CIGATE_ACCOUNT_MAX_IN_FLIGHT", default_value_t = 64)]
     pub account_max_in_flight: usize,
     /// OAuth client id of the Buddy app used by every environment that has not set its

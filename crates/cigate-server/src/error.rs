@@ -300,6 +300,12 @@ impl From<StoreError> for ApiError {
 
 impl From<BuddyError> for ApiError {
     fn from(err: BuddyError) -> Self {
+        if err.is_rate_limited() && !matches!(err, BuddyError::RateLimited { .. }) {
+            // Buddy throttled the call and said nothing of when to come back.
+            return Self::UpstreamRateLimited {
+                retry_after_secs: 1,
+            };
+        }
         match err {
             BuddyError::Api {
                 status,

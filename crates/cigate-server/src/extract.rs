@@ -1,8 +1,14 @@
-//! Extractors whose rejections are problem+json instead of axum's plain text.
+//! Extractors whose rejections are problem+json instead of axum's plain text, and the
+//! reading of the query parameters every account-scoped route shares.
+
+use std::time::Duration;
 
 use axum::extract::FromRequest;
+use chrono::{DateTime, Utc};
+use cigate_core::{JobFilters, ListQuery, RenderOptions};
+use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 
 /// `axum::Json` with malformed JSON → 400, wrong types → 422, oversized → 413, all
 /// rendered by [`ApiError`].
@@ -108,6 +114,103 @@ impl QueryPairs {
                 format!("query parameter `{name}` must be a whole number from {min} to {max}, not `{raw}`"),
             )),
         }
+    }
+}
+
+/// The query parameter carrying the caller's per-call deadline (never forwarded).
+pub const TIMEOUT_PARAM: &str = "truto_timeout_ms";
+
+/// The parameters of Truto's conventions that every account-scoped route reads.
+impl QueryPairs {
+    /// `integrated_account_id`, required by `api` (named in the 400).
+    pub fn account_id(&self, api: &str) -> ApiResult<&str> {
+        self.get("integrated_account_id")
+            .ok_or_else(|| ApiError::missing(vec!["integrated_account_id".into()], api))
+    }
+
+    /// `truto_timeout_ms`: the caller's deadline for this call, retries and rate-limit
+    /// waits included (1 ms to 5 min); absent → `default`.
+    pub fn timeout(&self, default: Duration) -> ApiResult<Duration> {
+        match self.get(TIMEOUT_PARAM) {
+            None => Ok(default),
+            Some(_) => Ok(Duration::from_millis(u64::from(self.int_in(
+                TIMEOUT_PARAM,
+                0,
+                1,
+                300_000,
+            )?))),
+        }
+    }
+
+    /// How records leave the API, from `truto_response_format`,
+    /// `truto_ignore_remote_data` and `truto_exclude_fields`.
+    pub fn render_options(&self) -> ApiResult<RenderOptions> {
+        let raw = match self.get("truto_response_format") {
+            None | Some("unified") | Some("normalized") => false,
+            Some("raw") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "/problems/invalid-parameter",
+                    format!("`truto_response_format` must be `raw` or `unified`, not `{other}`"),
+                ))
+            }
+        };
+        Ok(RenderOptions {
+            raw,
+            ignore_remote_data: self.flag("truto_ignore_remote_data")?,
+            exclude_fields: self.list("truto_exclude_fields"),
+        })
+    }
+
+    /// An RFC 3339 timestamp parameter.
+    pub fn timestamp(&self, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
+        self.get(name)
+            .map(|raw| {
+                DateTime::parse_from_rfc3339(raw)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| {
+                        ApiError::bad_request(
+                            "/problems/invalid-parameter",
+                            format!("`{name}` must be an RFC 3339 timestamp, not `{raw}`"),
+                        )
+                    })
+            })
+            .transpose()
+    }
+
+    /// The scoping parameters and filters; `repo` and `project` are aliases, and
+    /// `workspace` defaults to the account's own (`account_context.workspace`).
+    pub fn list_query(&self, account_context: &Value) -> ApiResult<ListQuery> {
+        let repo = self.get("repo");
+        let project = self.get("project");
+        if let (Some(r), Some(p)) = (repo, project) {
+            if r != p {
+                return Err(ApiError::bad_request(
+                    "/problems/invalid-parameter",
+                    "`repo` and `project` name the same thing; they disagree",
+                ));
+            }
+        }
+        let workspace = self.get("workspace").map(str::to_owned).or_else(|| {
+            account_context
+                .get("workspace")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        Ok(ListQuery {
+            workspace,
+            repo: repo.or(project).map(str::to_owned),
+            workflow: self.get("workflow").map(str::to_owned),
+            limit: self.int_in("limit", 100, 1, 1000)?,
+            filters: JobFilters {
+                status: self.get("status").map(str::to_owned),
+                conclusion: self.get("conclusion").map(str::to_owned),
+                branch: self.get("branch").map(str::to_owned),
+                created_after: self.timestamp("created_at[gte]")?,
+                created_before: self.timestamp("created_at[lte]")?,
+            },
+            remote_query: self.bracketed("remote_query"),
+        })
     }
 }
 

@@ -15,6 +15,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod idempotency;
 pub mod limits;
 pub mod linking;
@@ -26,7 +27,6 @@ pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod store;
-pub mod upstream;
 
 pub use config::ServerConfig;
 pub use state::AppState;

@@ -127,7 +127,7 @@ pub struct Limits {
     in_flight: InFlight,
 }
 
-/// At most `max` proxied calls per account at Buddy at once; the rest queue (until
+/// At most `max` calls per account at Buddy at once; the rest queue (until
 /// their deadline). Bounds the upstream connections, and so the memory, one busy
 /// account can take: HTTP/1.1 needs one connection per call in flight.
 #[derive(Debug, Default)]

@@ -8,9 +8,9 @@ use cigate_store::{Account, AccountPatch, AccountStatus, Credential, NewAccount}
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
+use crate::gateway;
 use crate::refresh;
 use crate::state::AppState;
-use crate::upstream;
 
 pub const CREATED: &str = "integrated_account:created";
 pub const UPDATED: &str = "integrated_account:updated";
@@ -61,7 +61,7 @@ pub async fn verify(
         Credential::ApiKey { api_key } => api_key,
         Credential::OAuth2 { access_token, .. } => access_token,
     };
-    let (base_url, info) = upstream::verify(state, base_url, token).await?;
+    let (base_url, info) = gateway::verify(state, base_url, token).await?;
     Ok(Verified {
         base_url,
         info,

@@ -142,21 +142,32 @@ async fn read_credential(state: &AppState, account: &Account) -> Result<Credenti
         .ok_or_else(|| RefreshError::NotPossible("the account has no credential".into()))
 }
 
-/// The token to call Buddy with: a personal access token as is; an OAuth token,
-/// refreshed first when it expires within a minute.
-pub async fn current_token(state: &AppState, account: &Account) -> ApiResult<Secret> {
+/// The token to call Buddy with and when it expires: a personal access token as is
+/// (no expiry); an OAuth token, refreshed first when it expires within a minute.
+pub async fn current_token(
+    state: &AppState,
+    account: &Account,
+) -> ApiResult<(Secret, Option<chrono::DateTime<Utc>>)> {
     let credential = read_credential(state, account).await?;
-    match &credential {
-        Credential::ApiKey { api_key } => Ok(api_key.clone()),
+    match credential {
+        Credential::ApiKey { api_key } => Ok((api_key, None)),
         Credential::OAuth2 {
             access_token,
             expires_at,
             ..
         } => {
-            if expiring(*expires_at, EARLY_REFRESH) {
-                Ok(refresh_account(state, account, Trigger::Expiring).await?)
+            if expiring(expires_at, EARLY_REFRESH) {
+                let fresh = refresh_account(state, account, Trigger::Expiring).await?;
+                // The refresh stored the new expiry; this process renews the client
+                // again at the latest when the early-refresh window comes round.
+                let credential = read_credential(state, account).await?;
+                let expires_at = match credential {
+                    Credential::OAuth2 { expires_at, .. } => expires_at,
+                    Credential::ApiKey { .. } => None,
+                };
+                Ok((fresh, expires_at))
             } else {
-                Ok(access_token.clone())
+                Ok((access_token, expires_at))
             }
         }
     }
@@ -339,12 +350,29 @@ async fn record_error(state: &AppState, account: &Account, message: &str) {
         last_error: Some(Some(message.to_owned())),
         ..AccountPatch::default()
     };
-    if let Err(err) = state
+    patch_account(state, account, patch, "the refresh failure").await;
+}
+
+/// Records what was learnt about the account (status, errors) and forgets its cached
+/// copy. A store failure is logged, not returned: the caller's answer does not
+/// depend on it. Returns whether the row was written.
+pub async fn patch_account(
+    state: &AppState,
+    account: &Account,
+    patch: AccountPatch,
+    what: &'static str,
+) -> bool {
+    state.cache.forget_account(&account.id);
+    match state
         .store
         .update_account(&account.environment_id, &account.id, patch)
         .await
     {
-        tracing::warn!(account = %account.id, error = %err, "could not record the refresh failure");
+        Ok(_) => true,
+        Err(err) => {
+            tracing::warn!(account = %account.id, error = %err, "could not record {what}");
+            false
+        }
     }
 }
 
@@ -366,24 +394,9 @@ pub async fn mark_needs_reauth(state: &AppState, account: &Account, message: &st
         last_error: Some(Some(message.to_owned())),
         ..AccountPatch::default()
     };
-    state.cache.forget_account(&account.id);
-    match state
-        .store
-        .update_account(&account.environment_id, &account.id, patch)
-        .await
-    {
-        Ok(_) => {
-            record_event(
-                state,
-                account,
-                AUTHENTICATION_ERROR,
-                json!({ "message": message }),
-            )
-            .await
-        }
-        Err(err) => {
-            tracing::warn!(account = %account.id, error = %err, "could not mark the account needs_reauth")
-        }
+    if patch_account(state, account, patch, "the account's needs_reauth").await {
+        let payload = json!({ "message": message });
+        record_event(state, account, AUTHENTICATION_ERROR, payload).await;
     }
 }
 

@@ -74,6 +74,11 @@ impl AppState {
         result
     }
 
+    /// The deadline of an upstream call when the caller sets none (`truto_timeout_ms`).
+    pub fn default_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.upstream_timeout_ms)
+    }
+
     pub fn upstream_policy(&self) -> UpstreamPolicy {
         UpstreamPolicy {
             allow_private: self.config.allow_private_upstreams,

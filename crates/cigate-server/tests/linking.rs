@@ -114,6 +114,17 @@ async fn oauth_link(h: &Harness) -> String {
     id
 }
 
+/// An OAuth app configured and an account linked through it: (account id, environment).
+async fn oauth_account(h: &Harness, scopes: &[&str]) -> (String, String) {
+    h.configure_oauth_with(scopes).await;
+    let id = oauth_link(h).await;
+    let env = account(h, &id).await["environment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (id, env)
+}
+
 async fn account(h: &Harness, id: &str) -> Value {
     let (status, body) = h.get_json(&format!("/integrated-account/{id}")).await;
     assert_eq!(status, 200);
@@ -438,12 +449,7 @@ async fn expire_access_token(h: &Harness, env: &str, id: &str) {
 both_backends!(
     refresh_happens_once_before_expiry_and_on_401,
     |h: Harness| async move {
-        h.configure_oauth().await;
-        let id = oauth_link(&h).await;
-        let env = account(&h, &id).await["environment_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, env) = oauth_account(&h, common::OAUTH_SCOPES).await;
         let sim = h.sim.sim();
         let base = h.server.base_url();
         let linked_calls = sim.oauth_token_calls();
@@ -516,15 +522,121 @@ both_backends!(
     }
 );
 
+/// The status the account row has now, set directly in the store.
+async fn set_status(h: &Harness, env: &str, id: &str, status: AccountStatus) {
+    h.server
+        .state
+        .store
+        .update_account(
+            env,
+            id,
+            AccountPatch {
+                status: Some(status),
+                ..AccountPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    h.server.state.cache.forget_account(id);
+}
+
+both_backends!(
+    writes_and_the_proxy_take_the_same_road_as_reads,
+    |h: Harness| async move {
+        let scopes = [common::OAUTH_SCOPES, &["EXECUTION_RUN", "VARIABLE_MANAGE"]].concat();
+        let (id, env) = oauth_account(&h, &scopes).await;
+        let sim = h.sim.sim();
+        let ws = sim.workspace_domains()[0].clone();
+        let project = sim.project_names(&ws)[0].clone();
+        let pipeline = sim.pipeline_ids(&ws, &project)[0];
+        let run = format!(
+            "/unified/ci-cd/jobs?integrated_account_id={id}&workspace={ws}&project={project}&workflow={pipeline}"
+        );
+
+        // A run on a token Buddy invalidated: refreshed once, sent again, run once.
+        let runs = sim.execution_count(&ws, &project, pipeline);
+        expire_access_token(&h, &env, &id).await;
+        let before = sim.oauth_token_calls();
+        let response = h.post(&run).json(&json!({})).send().await.unwrap();
+        let status = response.status();
+        assert_eq!(status, 201, "{}", response.text().await.unwrap());
+        assert_eq!(sim.oauth_token_calls() - before, 1);
+        assert_eq!(sim.execution_count(&ws, &project, pipeline), runs + 1);
+
+        // A variable write the same way.
+        expire_access_token(&h, &env, &id).await;
+        let before = sim.oauth_token_calls();
+        let response = h
+            .post(&format!(
+                "/unified/ci-cd/variables?integrated_account_id={id}&workspace={ws}"
+            ))
+            .json(&json!({ "key": "GATEWAY_CHECK", "value": "1" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(sim.oauth_token_calls() - before, 1);
+
+        // A success through a write, the proxy or /custom makes a `needs_reauth`
+        // account active again, as a unified read does.
+        let workspaces = format!("workspaces?integrated_account_id={id}");
+        for (method, path) in [
+            ("POST", run.clone()),
+            ("GET", format!("/proxy/{workspaces}")),
+            ("GET", format!("/custom/{workspaces}")),
+        ] {
+            set_status(&h, &env, &id, AccountStatus::NeedsReauth).await;
+            let request = match method {
+                "POST" => h.post(&path).json(&json!({})),
+                _ => h.get(&path),
+            };
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "{method} {path}");
+            assert_eq!(
+                account(&h, &id).await["status"],
+                "active",
+                "{method} {path}"
+            );
+        }
+
+        // A write whose token Buddy refuses and whose grant is dead: 401, the account
+        // `needs_reauth`, nothing run.
+        expire_access_token(&h, &env, &id).await;
+        set_credential(&h, &env, &id, |rt, _| {
+            *rt = Some(Secret::new("revoked-refresh-token"))
+        })
+        .await;
+        h.server.state.cache.forget_account(&id);
+        let response = h.post(&run).json(&json!({})).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let after = account(&h, &id).await;
+        assert_eq!(after["status"], "needs_reauth", "{after}");
+        assert_eq!(sim.execution_count(&ws, &project, pipeline), runs + 2);
+    }
+);
+
+both_backends!(
+    linking_while_buddy_throttles_is_429,
+    |h: Harness| async move {
+        use cigate_buddy_sim::{FaultKind, FaultSpec};
+        h.sim
+            .sim()
+            .inject(FaultSpec::new(FaultKind::RateLimit, 1000));
+        let response = h.link_with(&h.buddy_token).await;
+        assert_eq!(response.status(), 429);
+        assert!(response.headers().contains_key("retry-after"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["type"], "/problems/upstream-rate-limited", "{body}");
+        h.sim.sim().clear_faults();
+        let (_, list) = h.get_json("/integrated-account").await;
+        assert_eq!(list["result_count"], 0, "nothing stored");
+    }
+);
+
 both_backends!(
     a_revoked_refresh_token_needs_reauth_in_one_call,
     |h: Harness| async move {
-        h.configure_oauth().await;
-        let id = oauth_link(&h).await;
-        let env = account(&h, &id).await["environment_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (id, env) = oauth_account(&h, common::OAUTH_SCOPES).await;
         set_credential(&h, &env, &id, |rt, at| {
             *rt = Some(Secret::new("revoked-refresh-token"));
             *at = Some(Utc::now() - chrono::Duration::seconds(5));

@@ -14,6 +14,7 @@ use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, QueryPairs};
+use crate::gateway::load;
 use crate::linking::{self, is_secret_key, Target};
 use crate::state::AppState;
 use crate::{oauth, refresh};
@@ -283,14 +284,6 @@ pub async fn list(
         page.into_iter().map(account_view).collect(),
         next_cursor,
     )))
-}
-
-pub async fn load(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Account> {
-    state
-        .store
-        .get_account(&caller.environment_id, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("integrated account `{id}` not found")))
 }
 
 #[utoipa::path(get, path = "/integrated-account/{id}", tag = "integrated accounts", security(("api_token" = [])),

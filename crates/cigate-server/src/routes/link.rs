@@ -169,7 +169,7 @@ pub async fn create_link_token(
     }
     let mut tenant_id = body.tenant_id;
     if let Some(id) = &body.integrated_account_id {
-        let account = crate::routes::accounts::load(&state, &caller, id).await?;
+        let account = crate::gateway::load(&state, &caller, id).await?;
         tenant_id = tenant_id.or(account.tenant_id);
     }
     if let Some(key) = body.context.keys().find(|k| linking::is_secret_key(k)) {

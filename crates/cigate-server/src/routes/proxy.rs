@@ -10,7 +10,7 @@
 //! and refused before any lookup or upstream call when it could leave the account's
 //! Buddy base URL.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -18,24 +18,21 @@ use axum::response::Response;
 use axum::routing::{post, MethodRouter};
 use axum::{Extension, Router};
 use cigate_buddy::client::{
-    has_encoded, strip_hop_by_hop, validate_path, BuddyClient, RateLimitHeaders, RawBody,
-    RawRequest, RawResponse,
+    has_encoded, strip_hop_by_hop, validate_path, RateLimitHeaders, RawBody, RawRequest,
+    RawResponse,
 };
-use cigate_buddy::error::parse_error_body;
 use cigate_core::cursor::CursorBinding;
-use cigate_core::{ProviderError, RateLimit};
-use cigate_store::{Account, AuthMethod};
+use cigate_core::RateLimit;
 use futures::StreamExt;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::QueryPairs;
+use crate::extract::{QueryPairs, TIMEOUT_PARAM};
+use crate::gateway::{self, read_limited, Gateway, Sent};
 use crate::limits::Slot;
-use crate::refresh;
 use crate::state::AppState;
-use crate::upstream::{self, AccountClient};
 
 /// POST and PATCH honour `Idempotency-Key` through the same layer as unified writes;
 /// the other methods skip that layer (it would only pass them through, at a cost on
@@ -66,9 +63,6 @@ pub fn routes(state: AppState) -> Router<AppState> {
 /// Largest Buddy body `/proxy` reads to wrap or return (`/custom` streams, unbounded).
 const MAX_PROXY_BODY: usize = 64 * 1024 * 1024;
 
-/// Largest Buddy error body read by `/custom` to record a 401/403 on the account.
-const MAX_ERROR_BODY: usize = 256 * 1024;
-
 /// Buddy's page size when the caller sends no `per_page`, and its ceiling.
 const BUDDY_DEFAULT_PER_PAGE: u64 = 20;
 const BUDDY_MAX_PER_PAGE: u64 = 50;
@@ -85,11 +79,7 @@ const COLLECTION_KEYS: &[&str] = &[
 ];
 
 /// Query parameters that are cigate's, never Buddy's.
-const OWN_PARAMS: &[&str] = &[
-    "integrated_account_id",
-    upstream::TIMEOUT_PARAM,
-    "next_cursor",
-];
+const OWN_PARAMS: &[&str] = &["integrated_account_id", TIMEOUT_PARAM, "next_cursor"];
 
 /// What the caller sends that must never reach Buddy: its own credentials and cookies.
 /// Hop-by-hop headers, `Host` and `Content-Length` are dropped by the client.
@@ -187,10 +177,8 @@ async fn passthrough(
     let path = buddy_path(parts.uri.path(), mode)?;
     allowed_method(&parts.method)?;
     let query = parse_query(parts.uri.query());
-    let account_id = query
-        .get("integrated_account_id")
-        .ok_or_else(|| ApiError::missing(vec!["integrated_account_id".into()], "the proxy API"))?;
-    let timeout = upstream::call_timeout(&state, &query)?;
+    let account_id = query.account_id("the proxy API")?;
+    let timeout = query.timeout(state.default_timeout())?;
     let mut forward: Vec<(String, String)> = query
         .0
         .iter()
@@ -212,12 +200,7 @@ async fn passthrough(
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
 
-    let linked = match state.cache.account(&caller.environment_id, account_id) {
-        Some(linked) => linked,
-        None => Box::pin(upstream::linked_account(&state, &caller, account_id)).await?,
-    };
-    state.check_account_limit(account_id)?;
-    let (account, client) = (&linked.account, &linked.client);
+    let gateway = Gateway::open(&state, &caller, account_id, timeout).await?;
 
     let mut headers = parts.headers;
     for name in CALLER_ONLY_HEADERS {
@@ -236,41 +219,21 @@ async fn passthrough(
         body: (!body.is_empty()).then_some(RawBody::Buffered(body)),
         timeout: Some(timeout),
     };
-    let slot = state
-        .limits
-        .slot(account_id, std::time::Instant::now() + timeout)
-        .await?;
-    // An OAuth token Buddy refuses is refreshed once (single-flight, like unified
-    // calls) and the call sent again: a 401 means Buddy acted on nothing.
-    let again = (account.authentication_method == AuthMethod::Oauth2)
-        .then(|| raw.try_clone())
-        .flatten();
-    // The upstream call and the refresh are boxed: this future then stays small while
-    // it waits for a slot, which is what 1,000 queued callers cost in memory.
-    let mut response = Box::pin(client.client.send_raw(raw))
-        .await
-        .map_err(ApiError::from)?;
-    if let (StatusCode::UNAUTHORIZED, Some(again)) = (response.status(), again) {
-        drop(response);
-        let fresh = Box::pin(refresh::refresh_account(
-            &state,
-            account,
-            refresh::Trigger::Replace(client.token()),
-        ))
-        .await?;
-        let retry = BuddyClient::new(&state.http, client.client.base_url().clone(), fresh);
-        response = Box::pin(retry.send_raw(again))
-            .await
-            .map_err(ApiError::from)?;
-    }
-    match mode {
-        Mode::Custom => {
-            Box::pin(stream_through(
-                &state, &caller, account, client, response, slot,
-            ))
-            .await
-        }
-        Mode::Proxy => Box::pin(wrap(&state, &caller, account, client, response, paging)).await,
+    match Box::pin(gateway.send(raw)).await? {
+        Sent::Refused {
+            status,
+            headers,
+            body,
+            error,
+        } => match mode {
+            // `/custom` answers as Buddy did; `/proxy` in cigate's conventions.
+            Mode::Custom => Ok(passed_through(status, headers, Body::from(body))),
+            Mode::Proxy => Err(error),
+        },
+        Sent::Answered { response, slot } => match mode {
+            Mode::Custom => Ok(stream_through(response, slot)),
+            Mode::Proxy => Box::pin(wrap(&state, &gateway, response, paging)).await,
+        },
     }
 }
 
@@ -294,67 +257,30 @@ fn rate_limit(headers: &HeaderMap) -> Option<RateLimit> {
     })
 }
 
-/// Records a 401 (account needs re-authorisation) or 403 on the account; returns the
-/// API error for `/proxy`.
-async fn note_status(
-    state: &AppState,
-    caller: &Caller,
-    account: &Account,
-    client: &AccountClient,
-    status: u16,
-    bytes: &[u8],
-) -> ApiError {
-    let (message, body) = parse_error_body(bytes);
-    let body = client.scrub(body);
-    // Boxed: the store update is a large future, and this one is part of every
-    // proxied call's (see the slot wait in `passthrough`).
-    Box::pin(upstream::note_failure(
-        state,
-        caller,
-        account,
-        ProviderError::Upstream {
-            status,
-            message,
-            body,
-            missing_scope: None,
-        },
-    ))
-    .await
-}
-
 /// Buddy's response as is, body streamed. Only hop-by-hop headers and cookies (Buddy's
 /// session cookies mean nothing to the caller and must not leak) are dropped.
-async fn stream_through(
-    state: &AppState,
-    caller: &Caller,
-    account: &Account,
-    client: &AccountClient,
-    mut response: RawResponse,
-    slot: Slot,
-) -> ApiResult<Response> {
+fn stream_through(mut response: RawResponse, slot: Slot) -> Response {
     let status = response.status();
-    let mut headers = std::mem::take(response.headers_mut());
+    let headers = std::mem::take(response.headers_mut());
+    // The slot is held until the body is through: the connection is busy till then.
+    let body = Body::from_stream(response.into_stream().map(move |chunk| {
+        let _held = &slot;
+        chunk
+    }));
+    passed_through(status, headers, body)
+}
+
+/// `status`, Buddy's headers (less hop-by-hop and cookies, plus `ratelimit-*`) and `body`.
+fn passed_through(status: StatusCode, mut headers: HeaderMap, body: Body) -> Response {
     let rate = rate_limit(&headers);
     strip_response_headers(&mut headers);
-    let body = if matches!(status.as_u16(), 401 | 403) {
-        // Small error bodies: read them to record what Buddy said on the account.
-        let bytes = read_limited(response, MAX_ERROR_BODY).await?;
-        let _ = note_status(state, caller, account, client, status.as_u16(), &bytes).await;
-        Body::from(bytes)
-    } else {
-        // The slot is held until the body is through: the connection is busy till then.
-        Body::from_stream(response.into_stream().map(move |chunk| {
-            let _held = &slot;
-            chunk
-        }))
-    };
+    if let Some(rate) = &rate {
+        gateway::insert_rate_limit_headers(&mut headers, rate);
+    }
     let mut out = Response::new(body);
     *out.status_mut() = status;
-    if let Some(rate) = &rate {
-        upstream::insert_rate_limit_headers(&mut headers, rate);
-    }
     *out.headers_mut() = headers;
-    Ok(out)
+    out
 }
 
 fn strip_response_headers(headers: &mut HeaderMap) {
@@ -362,27 +288,6 @@ fn strip_response_headers(headers: &mut HeaderMap) {
     for name in [header::SET_COOKIE, HeaderName::from_static("set-cookie2")] {
         headers.remove(name);
     }
-}
-
-async fn read_limited(mut response: RawResponse, limit: usize) -> ApiResult<Bytes> {
-    let mut buf = Vec::with_capacity(
-        response
-            .content_length()
-            .map_or(0, |n| n.min(limit as u64) as usize),
-    );
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|err| ApiError::UpstreamUnreachable(err.to_string()))?
-    {
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::UpstreamUnreachable(format!(
-                "Buddy's body is larger than {limit} bytes; use /custom to stream it"
-            )));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buf))
 }
 
 /// `page` handling of a `/proxy` call: the cursor the caller passed (decoded into Buddy's
@@ -509,9 +414,7 @@ impl<'de> serde::Deserialize<'de> for Shape<'de> {
 
 async fn wrap(
     state: &AppState,
-    caller: &Caller,
-    account: &Account,
-    client: &AccountClient,
+    gateway: &Gateway,
     mut response: RawResponse,
     paging: Option<Paging>,
 ) -> ApiResult<Response> {
@@ -520,7 +423,7 @@ async fn wrap(
     let rate = rate_limit(&headers);
     let bytes = read_limited(response, MAX_PROXY_BODY).await?;
     if !status.is_success() {
-        return Err(note_status(state, caller, account, client, status.as_u16(), &bytes).await);
+        return Err(gateway.remote_error(status.as_u16(), &bytes).into());
     }
     let listed = paging.as_ref().and_then(|paging| {
         let (fields, array) = collection(&bytes)?;
@@ -546,7 +449,7 @@ async fn wrap(
         }
     };
     if let Some(rate) = &rate {
-        upstream::insert_rate_limit_headers(out.headers_mut(), rate);
+        gateway::insert_rate_limit_headers(out.headers_mut(), rate);
     }
     Ok(out)
 }

@@ -4,44 +4,25 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use cigate_core::cursor::CursorBinding;
-use cigate_core::{JobFilters, ListQuery, RenderOptions, Resource};
+use cigate_core::{ListQuery, Resource};
 
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryPairs;
-use crate::routes::accounts;
+use crate::gateway::{self, Gateway};
 use crate::state::AppState;
-use crate::upstream;
+
+/// Named in the 400 when `integrated_account_id` is missing.
+const API: &str = "the unified API";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/unified/ci-cd/{resource}", get(list))
         .route("/unified/ci-cd/{resource}/{id}", get(fetch))
-}
-
-/// How records leave the API, from `truto_response_format`, `truto_ignore_remote_data`
-/// and `truto_exclude_fields`.
-pub(crate) fn render_options(query: &QueryPairs) -> ApiResult<RenderOptions> {
-    let raw = match query.get("truto_response_format") {
-        None | Some("unified") | Some("normalized") => false,
-        Some("raw") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "/problems/invalid-parameter",
-                format!("`truto_response_format` must be `raw` or `unified`, not `{other}`"),
-            ))
-        }
-    };
-    Ok(RenderOptions {
-        raw,
-        ignore_remote_data: query.flag("truto_ignore_remote_data")?,
-        exclude_fields: query.list("truto_exclude_fields"),
-    })
 }
 
 fn resource(name: &str) -> ApiResult<Resource> {
@@ -50,62 +31,6 @@ fn resource(name: &str) -> ApiResult<Resource> {
             "unknown resource `{name}`; known: workspaces, repos, branches, pull-requests, workflows, jobs"
         ))
     })
-}
-
-fn timestamp(query: &QueryPairs, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
-    query
-        .get(name)
-        .map(|raw| {
-            DateTime::parse_from_rfc3339(raw)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::bad_request(
-                        "/problems/invalid-parameter",
-                        format!("`{name}` must be an RFC 3339 timestamp, not `{raw}`"),
-                    )
-                })
-        })
-        .transpose()
-}
-
-/// The scoping parameters and filters; `repo` and `project` are aliases.
-pub(crate) fn list_query(query: &QueryPairs, account_context: &Value) -> ApiResult<ListQuery> {
-    let repo = query.get("repo");
-    let project = query.get("project");
-    if let (Some(r), Some(p)) = (repo, project) {
-        if r != p {
-            return Err(ApiError::bad_request(
-                "/problems/invalid-parameter",
-                "`repo` and `project` name the same thing; they disagree",
-            ));
-        }
-    }
-    let workspace = query.get("workspace").map(str::to_owned).or_else(|| {
-        account_context
-            .get("workspace")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    });
-    Ok(ListQuery {
-        workspace,
-        repo: repo.or(project).map(str::to_owned),
-        workflow: query.get("workflow").map(str::to_owned),
-        limit: query.int_in("limit", 100, 1, 1000)?,
-        filters: JobFilters {
-            status: query.get("status").map(str::to_owned),
-            conclusion: query.get("conclusion").map(str::to_owned),
-            branch: query.get("branch").map(str::to_owned),
-            created_after: timestamp(query, "created_at[gte]")?,
-            created_before: timestamp(query, "created_at[lte]")?,
-        },
-        remote_query: query.bracketed("remote_query"),
-    })
-}
-
-pub(crate) fn account_id(query: &QueryPairs) -> ApiResult<&str> {
-    query
-        .get("integrated_account_id")
-        .ok_or_else(|| ApiError::missing(vec!["integrated_account_id".into()], "the unified API"))
 }
 
 /// A cursor is bound to everything that shapes the page, so it cannot be replayed
@@ -142,11 +67,10 @@ pub async fn list(
     query: QueryPairs,
 ) -> ApiResult<(HeaderMap, Json<ListEnvelope<Value>>)> {
     let resource = resource(&resource_name)?;
-    let account_id = account_id(&query)?;
-    let render = render_options(&query)?;
-    let account = accounts::load(&state, &caller, account_id).await?;
-    let list_query = list_query(&query, &account.context)?;
-    let binding = binding(&caller, account_id, resource, &list_query);
+    let render = query.render_options()?;
+    let gateway = Gateway::for_query(&state, &caller, &query, API).await?;
+    let list_query = query.list_query(&gateway.account().context)?;
+    let binding = binding(&caller, query.account_id(API)?, resource, &list_query);
     let position = query
         .get("next_cursor")
         .map(|cursor| {
@@ -156,19 +80,19 @@ pub async fn list(
                 .map_err(|err| ApiError::InvalidCursor(err.to_string()))
         })
         .transpose()?;
-    let timeout = upstream::call_timeout(&state, &query)?;
-    let page = upstream::call(&state, &caller, &account, timeout, |provider| {
-        let (list_query, position) = (&list_query, position.clone());
-        async move { provider.list(resource, list_query, position).await }
-    })
-    .await?;
+    let page = gateway
+        .call(|provider| {
+            let (list_query, position) = (&list_query, position.clone());
+            async move { provider.list(resource, list_query, position).await }
+        })
+        .await?;
     let next_cursor = page
         .next
         .as_ref()
         .map(|next| state.cursors.encode(&binding, next));
     let items = page.items.into_iter().map(|r| r.render(&render)).collect();
     Ok((
-        upstream::rate_limit_headers(page.rate_limit.as_ref()),
+        gateway::rate_limit_headers(page.rate_limit.as_ref()),
         Json(ListEnvelope::new(items, next_cursor)),
     ))
 }
@@ -190,18 +114,17 @@ pub async fn fetch(
     query: QueryPairs,
 ) -> ApiResult<(HeaderMap, Json<Value>)> {
     let resource = resource(&resource_name)?;
-    let account_id = account_id(&query)?;
-    let render = render_options(&query)?;
-    let account = accounts::load(&state, &caller, account_id).await?;
-    let list_query = list_query(&query, &account.context)?;
-    let timeout = upstream::call_timeout(&state, &query)?;
-    let found = upstream::call(&state, &caller, &account, timeout, |provider| {
-        let (id, list_query) = (&id, &list_query);
-        async move { provider.get(resource, id, list_query).await }
-    })
-    .await?;
+    let render = query.render_options()?;
+    let gateway = Gateway::for_query(&state, &caller, &query, API).await?;
+    let list_query = query.list_query(&gateway.account().context)?;
+    let found = gateway
+        .call(|provider| {
+            let (id, list_query) = (&id, &list_query);
+            async move { provider.get(resource, id, list_query).await }
+        })
+        .await?;
     Ok((
-        upstream::rate_limit_headers(found.rate_limit.as_ref()),
+        gateway::rate_limit_headers(found.rate_limit.as_ref()),
         Json(found.record.render(&render)),
     ))
 }

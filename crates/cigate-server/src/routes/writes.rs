@@ -5,6 +5,7 @@
 //! writes on those shapes are added as other methods on the same paths and dispatch on
 //! `resource` here. Every POST/PATCH goes through [`crate::idempotency::layer`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,18 +20,16 @@ use serde_json::{json, Value};
 
 use cigate_core::model::job_status;
 use cigate_core::{
-    JobLog, JobLogs, JobOperation, JobRun, ListQuery, Provider, ProviderWrites, Resource,
+    JobLog, JobLogs, JobOperation, JobRun, ListQuery, Provider, ProviderError, Resource,
     RunVariable, VariableInput, WorkflowInput,
 };
-use cigate_store::Account;
 
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{optional_json, ApiJson, QueryPairs};
-use crate::routes::{accounts, unified};
+use crate::gateway::{self, writes_of, Gateway};
 use crate::state::AppState;
-use crate::upstream;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
@@ -59,46 +58,29 @@ pub fn routes(state: AppState) -> Router<AppState> {
         ))
 }
 
-/// One write request's account, provider and scope.
+/// Named in the 400 when `integrated_account_id` is missing.
+const API: &str = "the unified API";
+
+/// One write request's way to the account and the scope it names.
 struct Target {
-    account: Account,
-    provider: Arc<dyn Provider>,
+    gateway: Gateway,
     scope: ListQuery,
 }
 
 impl Target {
     async fn load(state: &AppState, caller: &Caller, query: &QueryPairs) -> ApiResult<Target> {
-        let account_id = unified::account_id(query)?;
-        let account = accounts::load(state, caller, account_id).await?;
-        let scope = unified::list_query(query, &account.context)?;
-        let timeout = upstream::call_timeout(state, query)?;
-        let provider = upstream::provider_with_timeout(state, caller, &account, timeout).await?;
-        if provider.writes().is_none() {
-            return Err(ApiError::Unsupported(format!(
-                "integration `{}` does not support writes",
-                account.integration
-            )));
-        }
-        Ok(Target {
-            account,
-            provider,
-            scope,
-        })
+        let gateway = Gateway::for_query(state, caller, query, API).await?;
+        let scope = query.list_query(&gateway.account().context)?;
+        Ok(Target { gateway, scope })
     }
 
-    fn writes(&self) -> ApiResult<&dyn ProviderWrites> {
-        self.provider
-            .writes()
-            .ok_or_else(|| ApiError::Unsupported("this integration does not support writes".into()))
-    }
-
-    async fn fail(
-        &self,
-        state: &AppState,
-        caller: &Caller,
-        err: cigate_core::ProviderError,
-    ) -> ApiError {
-        upstream::note_failure(state, caller, &self.account, err).await
+    /// Runs one operation of the account's provider through the gateway.
+    async fn write<'a, T, F, Fut>(&'a self, f: F) -> ApiResult<T>
+    where
+        F: Fn(Arc<dyn Provider>, &'a ListQuery) -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        self.gateway.call(|provider| f(provider, &self.scope)).await
     }
 }
 
@@ -111,10 +93,10 @@ fn record_response(
     found: cigate_core::GetResult,
     query: &QueryPairs,
 ) -> ApiResult<Response> {
-    let render = unified::render_options(query)?;
+    let render = query.render_options()?;
     Ok((
         status,
-        upstream::rate_limit_headers(found.rate_limit.as_ref()),
+        gateway::rate_limit_headers(found.rate_limit.as_ref()),
         Json(found.record.render(&render)),
     )
         .into_response())
@@ -169,10 +151,13 @@ pub async fn run_job(
     let run: JobRun = optional_json(&body)?.unwrap_or_default();
     run.validate().map_err(invalid)?;
     let target = Target::load(&state, &caller, &query).await?;
-    match target.writes()?.run_job(&target.scope, &run).await {
-        Ok(found) => record_response(StatusCode::CREATED, found, &query),
-        Err(err) => Err(target.fail(&state, &caller, err).await),
-    }
+    let found = target
+        .write(|p, scope| {
+            let run = &run;
+            async move { writes_of(&*p)?.run_job(scope, run).await }
+        })
+        .await?;
+    record_response(StatusCode::CREATED, found, &query)
 }
 
 /// `{ "variables"?: [...] }` of an approval.
@@ -242,14 +227,13 @@ pub async fn operate(
     operation: JobOperation,
 ) -> ApiResult<Response> {
     let target = Target::load(&state, &caller, &query).await?;
-    match target
-        .writes()?
-        .operate_job(&target.scope, &id, &operation)
-        .await
-    {
-        Ok(found) => record_response(StatusCode::OK, found, &query),
-        Err(err) => Err(target.fail(&state, &caller, err).await),
-    }
+    let found = target
+        .write(|p, scope| {
+            let (id, operation) = (&id, &operation);
+            async move { writes_of(&*p)?.operate_job(scope, id, operation).await }
+        })
+        .await?;
+    record_response(StatusCode::OK, found, &query)
 }
 
 async fn job_subresource(
@@ -308,10 +292,12 @@ pub async fn logs(
     let timeout_s = query.int_in("timeout_s", DEFAULT_FOLLOW_S, 1, MAX_FOLLOW_S)?;
     let interval_ms = query.int_in("interval_ms", DEFAULT_POLL_MS, 250, 60_000)?;
     let target = Target::load(&state, &caller, &query).await?;
-    let first = match target.writes()?.job_logs(&target.scope, &id, &[]).await {
-        Ok(logs) => logs,
-        Err(err) => return Err(target.fail(&state, &caller, err).await),
-    };
+    let first = target
+        .write(|p, scope| {
+            let id = &id;
+            async move { writes_of(&*p)?.job_logs(scope, id, &[]).await }
+        })
+        .await?;
     if !text {
         return Ok(Json(json!({ "result": first.steps })).into_response());
     }
@@ -461,10 +447,14 @@ impl Follower {
                 .filter(|(_, s)| s.done)
                 .map(|(id, _)| id.clone())
                 .collect();
-            let Ok(writes) = self.target.writes() else {
-                return;
-            };
-            match writes.job_logs(&self.target.scope, &self.id, &skip).await {
+            let next = self
+                .target
+                .write(|p, scope| {
+                    let (id, skip) = (&self.id, &skip);
+                    async move { writes_of(&*p)?.job_logs(scope, id, skip).await }
+                })
+                .await;
+            match next {
                 Ok(next) => logs = next,
                 Err(err) => {
                     let _ = tx.send(format!("\n# error while following: {err}\n")).await;
@@ -528,14 +518,13 @@ pub async fn create_workflow(
 ) -> ApiResult<Response> {
     input.validate(true).map_err(invalid)?;
     let target = Target::load(&state, &caller, &query).await?;
-    match target
-        .writes()?
-        .create_workflow(&target.scope, &input)
-        .await
-    {
-        Ok(found) => record_response(StatusCode::CREATED, found, &query),
-        Err(err) => Err(target.fail(&state, &caller, err).await),
-    }
+    let found = target
+        .write(|p, scope| {
+            let input = &input;
+            async move { writes_of(&*p)?.create_workflow(scope, input).await }
+        })
+        .await?;
+    record_response(StatusCode::CREATED, found, &query)
 }
 
 #[utoipa::path(patch, path = "/unified/ci-cd/workflow/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
@@ -554,14 +543,13 @@ pub async fn update(
     writable(&resource, &[Resource::Workflows])?;
     input.validate(false).map_err(invalid)?;
     let target = Target::load(&state, &caller, &query).await?;
-    match target
-        .writes()?
-        .update_workflow(&target.scope, &id, &input)
-        .await
-    {
-        Ok(found) => record_response(StatusCode::OK, found, &query),
-        Err(err) => Err(target.fail(&state, &caller, err).await),
-    }
+    let found = target
+        .write(|p, scope| {
+            let (id, input) = (&id, &input);
+            async move { writes_of(&*p)?.update_workflow(scope, id, input).await }
+        })
+        .await?;
+    record_response(StatusCode::OK, found, &query)
 }
 
 #[utoipa::path(delete, path = "/unified/ci-cd/workflow/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
@@ -576,10 +564,13 @@ pub async fn remove(
 ) -> ApiResult<StatusCode> {
     writable(&resource, &[Resource::Workflows])?;
     let target = Target::load(&state, &caller, &query).await?;
-    match target.writes()?.delete_workflow(&target.scope, &id).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(err) => Err(target.fail(&state, &caller, err).await),
-    }
+    target
+        .write(|p, scope| {
+            let id = &id;
+            async move { writes_of(&*p)?.delete_workflow(scope, id).await }
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ----- variables ----------------------------------------------------------------------
@@ -594,15 +585,15 @@ pub async fn list_variables(
     Extension(caller): Extension<Caller>,
     query: QueryPairs,
 ) -> ApiResult<Json<ListEnvelope<Value>>> {
-    let render = unified::render_options(&query)?;
+    let render = query.render_options()?;
     let target = Target::load(&state, &caller, &query).await?;
-    match target.writes()?.list_variables(&target.scope).await {
-        Ok(records) => Ok(Json(ListEnvelope::new(
-            records.iter().map(|r| r.render(&render)).collect(),
-            None,
-        ))),
-        Err(err) => Err(target.fail(&state, &caller, err).await),
-    }
+    let records = target
+        .write(|p, scope| async move { writes_of(&*p)?.list_variables(scope).await })
+        .await?;
+    Ok(Json(ListEnvelope::new(
+        records.iter().map(|r| r.render(&render)).collect(),
+        None,
+    )))
 }
 
 #[utoipa::path(get, path = "/unified/ci-cd/variables/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
@@ -615,10 +606,13 @@ pub async fn get_variable(
     query: QueryPairs,
 ) -> ApiResult<Response> {
     let target = Target::load(&state, &caller, &query).await?;
-    match target.writes()?.get_variable(&target.scope, &id).await {
-        Ok(found) => record_response(StatusCode::OK, found, &query),
-        Err(err) => Err(target.fail(&state, &caller, err).await),
-    }
+    let found = target
+        .write(|p, scope| {
+            let id = &id;
+            async move { writes_of(&*p)?.get_variable(scope, id).await }
+        })
+        .await?;
+    record_response(StatusCode::OK, found, &query)
 }
 
 #[utoipa::path(post, path = "/unified/ci-cd/variables", tag = "unified ci-cd writes", security(("api_token" = [])),
@@ -635,14 +629,13 @@ pub async fn create_variable(
 ) -> ApiResult<Response> {
     input.validate(true).map_err(invalid)?;
     let target = Target::load(&state, &caller, &query).await?;
-    match target
-        .writes()?
-        .create_variable(&target.scope, &input)
-        .await
-    {
-        Ok(found) => record_response(StatusCode::CREATED, found, &query),
-        Err(err) => Err(target.fail(&state, &caller, err).await),
-    }
+    let found = target
+        .write(|p, scope| {
+            let input = &input;
+            async move { writes_of(&*p)?.create_variable(scope, input).await }
+        })
+        .await?;
+    record_response(StatusCode::CREATED, found, &query)
 }
 
 #[utoipa::path(patch, path = "/unified/ci-cd/variables/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
@@ -659,14 +652,13 @@ pub async fn update_variable(
 ) -> ApiResult<Response> {
     input.validate(false).map_err(invalid)?;
     let target = Target::load(&state, &caller, &query).await?;
-    match target
-        .writes()?
-        .update_variable(&target.scope, &id, &input)
-        .await
-    {
-        Ok(found) => record_response(StatusCode::OK, found, &query),
-        Err(err) => Err(target.fail(&state, &caller, err).await),
-    }
+    let found = target
+        .write(|p, scope| {
+            let (id, input) = (&id, &input);
+            async move { writes_of(&*p)?.update_variable(scope, id, input).await }
+        })
+        .await?;
+    record_response(StatusCode::OK, found, &query)
 }
 
 #[utoipa::path(delete, path = "/unified/ci-cd/variables/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
@@ -679,10 +671,13 @@ pub async fn delete_variable(
     query: QueryPairs,
 ) -> ApiResult<StatusCode> {
     let target = Target::load(&state, &caller, &query).await?;
-    match target.writes()?.delete_variable(&target.scope, &id).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(err) => Err(target.fail(&state, &caller, err).await),
-    }
+    target
+        .write(|p, scope| {
+            let id = &id;
+            async move { writes_of(&*p)?.delete_variable(scope, id).await }
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

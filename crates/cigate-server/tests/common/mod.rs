@@ -25,6 +25,14 @@ pub struct Harness {
     pub config: ServerConfig,
 }
 
+/// What the test OAuth app asks for unless a test wants more.
+pub const OAUTH_SCOPES: &[&str] = &[
+    "WORKSPACE",
+    "EXECUTION_INFO",
+    "REPOSITORY_READ",
+    "TOKEN_INFO",
+];
+
 pub fn postgres_url() -> Option<String> {
     std::env::var("CIGATE_TEST_POSTGRES_URL")
         .ok()
@@ -148,6 +156,11 @@ impl Harness {
     /// Registers an OAuth app in the simulator and configures it for the environment;
     /// returns the configuration as the API answered it.
     pub async fn configure_oauth(&self) -> Value {
+        self.configure_oauth_with(OAUTH_SCOPES).await
+    }
+
+    /// [`Harness::configure_oauth`] asking Buddy for `scopes`.
+    pub async fn configure_oauth_with(&self, scopes: &[&str]) -> Value {
         self.sim.sim().register_oauth_client(
             OAUTH_CLIENT_ID,
             OAUTH_CLIENT_SECRET,
@@ -158,7 +171,7 @@ impl Harness {
             .put(self.url("/environment-integration/buddy"))
             .bearer_auth(&self.api_token)
             .json(&json!({ "oauth": { "client_id": OAUTH_CLIENT_ID, "client_secret": OAUTH_CLIENT_SECRET,
-                "scopes": ["WORKSPACE", "EXECUTION_INFO", "REPOSITORY_READ", "TOKEN_INFO"] } }))
+                "scopes": scopes } }))
             .send()
             .await
             .expect("request");
