@@ -2,6 +2,7 @@
 
 pub mod cursor;
 pub mod error;
+pub mod events;
 pub mod model;
 pub mod provider;
 pub mod secret;

@@ -39,8 +39,9 @@ const LEASE_TTL: Duration = Duration::from_secs(30);
 const WAIT_BUDGET: Duration = Duration::from_secs(20);
 const TOKEN_ATTEMPTS: u32 = 3;
 
-pub const AUTHENTICATION_ERROR: &str = "integrated_account:authentication_error";
-pub const REACTIVATED: &str = "integrated_account:reactivated";
+pub const AUTHENTICATION_ERROR: &str =
+    cigate_core::events::event_type::ACCOUNT_AUTHENTICATION_ERROR;
+pub const REACTIVATED: &str = cigate_core::events::event_type::ACCOUNT_REACTIVATED;
 
 /// Per-process refresh coordination; one per [`AppState`].
 pub struct Refresher {
