@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::limits::LimitSetting;
 
@@ -91,6 +92,50 @@ pub struct ServerConfig {
     /// `https://app.example.com` (space-separated) or `'none'` to restrict.
     #[arg(long, env = "CIGATE_LINK_FRAME_ANCESTORS", default_value = "*")]
     pub link_frame_ancestors: String,
+
+    /// After SIGTERM or SIGINT, how long in-flight requests may take to finish before
+    /// what is left (followed logs, `/custom` streams) is cut and the process exits,
+    /// e.g. `30s` or `500ms`. New connections are refused from the signal on.
+    #[arg(long, env = "CIGATE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How long a client may take to send a request's body once its head has arrived;
+    /// slower bodies are answered 408 and the connection is closed, so a client that
+    /// declares a body and never sends it cannot hold a connection open.
+    #[arg(long, env = "CIGATE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// How long an in-progress `Idempotency-Key` stays claimed without renewal. The
+    /// request holding it renews it every third of this while it runs, so a key whose
+    /// holder died (killed process) is known as such within this time.
+    #[arg(long, env = "CIGATE_IDEMPOTENCY_LEASE", default_value = "10s", value_parser = parse_duration)]
+    pub idempotency_lease: Duration,
+}
+
+/// A duration as `30s`, `500ms`, `2m` or `1h`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like `30s` or `500ms`"))?;
+    let millis = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` (use ms, s, m or h)"
+            ))
+        }
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is too long a duration"))
 }
 
 impl ServerConfig {
@@ -114,6 +159,29 @@ impl ServerConfig {
             buddy_client_id: None,
             buddy_client_secret: None,
             link_frame_ancestors: "*".into(),
+            shutdown_grace: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            idempotency_lease: Duration::from_secs(10),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_the_usual_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3 days").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
     }
 }

@@ -84,6 +84,19 @@ pub enum ApiError {
     /// The first request with this `Idempotency-Key` is still running.
     #[error("a request with this Idempotency-Key is still in progress; retry later")]
     IdempotencyInProgress,
+    /// The first request with this `Idempotency-Key` was cut off (its server stopped)
+    /// before its answer was recorded: it may or may not have reached Buddy, and it is
+    /// never run again under this key.
+    #[error(
+        "the first request with this Idempotency-Key was interrupted before its answer was \
+         recorded, so whether it reached Buddy is unknown; it will not be run again under \
+         this key. Check whether it took effect ({check}), then send it again under a new \
+         key only if it did not"
+    )]
+    IdempotencyOutcomeUnknown { check: String },
+    /// The request body did not arrive within the body read timeout.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("{0}")]
     Unsupported(String),
     #[error("internal error")]
@@ -128,6 +141,8 @@ impl ApiError {
                 | Self::InvalidCursor(_)
                 | Self::IdempotencyKeyReused
                 | Self::IdempotencyInProgress
+                | Self::IdempotencyOutcomeUnknown { .. }
+                | Self::RequestTimeout
                 | Self::Unsupported(_)
         )
     }
@@ -148,7 +163,10 @@ impl ApiError {
             Self::Remote { status, .. } | Self::MissingScope { status, .. } => {
                 remote_status(*status)
             }
-            Self::Conflict { .. } | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::Conflict { .. }
+            | Self::IdempotencyInProgress
+            | Self::IdempotencyOutcomeUnknown { .. } => StatusCode::CONFLICT,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -176,6 +194,8 @@ impl ApiError {
             Self::Conflict { .. } => "/problems/conflict",
             Self::IdempotencyKeyReused => "/problems/idempotency-key-reused",
             Self::IdempotencyInProgress => "/problems/idempotency-key-in-progress",
+            Self::IdempotencyOutcomeUnknown { .. } => "/problems/idempotency-outcome-unknown",
+            Self::RequestTimeout => "/problems/request-timeout",
             Self::Unsupported(_) => "/problems/unsupported",
             Self::UpstreamTimeout => "/problems/upstream-timeout",
             Self::UpstreamRateLimited { .. } => "/problems/upstream-rate-limited",

@@ -5,7 +5,14 @@
 //! is refused with 422 `/problems/idempotency-key-reused`. A duplicate that arrives
 //! while the first is still running waits for it (polling the store with backoff, up to
 //! the upstream deadline) and then replays; if the first is still running after that,
-//! 409 `/problems/idempotency-key-in-progress` with `Retry-After`.
+//! 409 `/problems/idempotency-key-in-progress` with `Retry-After` of one lease.
+//!
+//! The first request holds its key by a lease (`CIGATE_IDEMPOTENCY_LEASE`) renewed every
+//! third of it while the request runs. If its process dies before the answer is recorded
+//! (a kill, a crash, a shutdown whose grace ran out), the lease lapses and every resend
+//! is answered at once with 409 `/problems/idempotency-outcome-unknown`: the write may or
+//! may not have reached Buddy, it is never run again under that key, and the problem
+//! says how to check. Waiting or a `Retry-After` could not help such a caller.
 //!
 //! Applying it to other routes (proxy, custom): add
 //! `.route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))`
@@ -18,8 +25,9 @@
 //! answers are small JSON). A handler answer that provably never reached Buddy (an
 //! [`ApiError`] decided locally: validation, auth, unknown account …, marked with
 //! [`NotSentUpstream`]) releases the key instead, so a corrected retry can run. The
-//! handler runs in its own task, so a caller that disconnects mid-write does not leave
-//! the key half-done: the write completes and its answer is recorded.
+//! answer is recorded before it is sent. The handler runs in its own task, so a caller
+//! that disconnects mid-write does not leave the key half-done: the write completes and
+//! its answer is recorded.
 //! Records expire after `CIGATE_IDEMPOTENCY_TTL_SECS` (24 h by default).
 
 use std::time::Duration;
@@ -98,24 +106,33 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         &bytes,
     );
     let ttl = Duration::from_secs(state.config.idempotency_ttl_secs.max(1));
+    let lease = state.config.idempotency_lease.max(MIN_LEASE);
     // Long enough for the first request's upstream call to finish.
     let wait = Duration::from_millis(state.config.upstream_timeout_ms) + Duration::from_secs(5);
     let deadline = tokio::time::Instant::now() + wait;
     let mut pause = Duration::from_millis(25);
     loop {
-        match state.store.begin_idempotent(&id, &hash, ttl).await {
+        match state.store.begin_idempotent(&id, &hash, ttl, lease).await {
             Ok(Begin::Started) => break,
             Ok(Begin::Replay(stored)) => {
                 state.metrics.idempotent_replays.inc();
                 return replay(stored);
             }
             Ok(Begin::Mismatch) => return ApiError::IdempotencyKeyReused.into_response(),
+            Ok(Begin::Orphaned) => {
+                return ApiError::IdempotencyOutcomeUnknown {
+                    check: how_to_check(&id.method, &id.path),
+                }
+                .into_response()
+            }
             Ok(Begin::InProgress) => {
                 if tokio::time::Instant::now() + pause > deadline {
                     let mut response = ApiError::IdempotencyInProgress.into_response();
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    // By then the holder has renewed its lease or is known to be gone.
+                    response.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from(crate::error::retry_after_secs(lease)),
+                    );
                     return response;
                 }
                 tokio::time::sleep(pause).await;
@@ -127,12 +144,66 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let request = Request::from_parts(parts, Body::from(bytes));
     let store = state.store.clone();
     let task = tokio::spawn(async move {
-        let response = next.run(request).await;
-        record(&store, &id, response).await
+        let work = async {
+            let response = next.run(request).await;
+            record(&store, &id, response).await
+        };
+        hold_lease(&store, &id, &hash, lease, work).await
     });
     match task.await {
         Ok(response) => response,
         Err(join) => ApiError::Internal(format!("write handler failed: {join}")).into_response(),
+    }
+}
+
+/// Shortest lease honoured: renewing more often than every 100 ms would only load the
+/// store.
+const MIN_LEASE: Duration = Duration::from_millis(300);
+
+/// Runs `work` while renewing the key's lease every third of `lease`, so the key stays
+/// "in progress" exactly as long as this process is alive and working on it.
+async fn hold_lease(
+    store: &cigate_store::Store,
+    id: &IdempotencyKey,
+    hash: &str,
+    lease: Duration,
+    work: impl std::future::Future<Output = Response>,
+) -> Response {
+    let every = lease / 3;
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            response = &mut work => return response,
+            _ = renew.tick() => match store.renew_idempotent(id, hash, lease).await {
+                Ok(true) => {}
+                // Finished meanwhile (the answer is being sent) or purged: nothing to hold.
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = %err, "could not renew an idempotency lease"),
+            },
+        }
+    }
+}
+
+/// Where a caller can see whether an interrupted write took effect.
+fn how_to_check(method: &str, path: &str) -> String {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        ("POST", ["unified", "ci-cd", "jobs"]) => "list the workflow's jobs with GET \
+             /unified/ci-cd/jobs and the same integrated_account_id, workspace, repo and \
+             workflow: a run it started is among the newest"
+            .into(),
+        ("POST", ["unified", "ci-cd", "jobs", id, _]) => {
+            format!("look the job up with GET /unified/ci-cd/jobs/{id}")
+        }
+        ("POST", ["unified", "ci-cd", resource]) => {
+            format!("list them with GET /unified/ci-cd/{resource}")
+        }
+        (_, ["unified", "ci-cd", resource, id, ..]) => {
+            format!("look it up with GET /unified/ci-cd/{resource}/{id}")
+        }
+        _ => format!("look the object {path} changes up with a GET"),
     }
 }
 
@@ -147,8 +218,8 @@ pub fn request_hash(method: &str, path: &str, query: &str, body: &[u8]) -> Strin
     format!("{:x}", h.finalize())
 }
 
-/// Stores the handler's answer (or releases the key when it never reached Buddy) and
-/// returns it.
+/// Stores the handler's answer (or releases the key when it never reached Buddy), then
+/// returns it: a caller never holds an answer that a resend could not replay.
 async fn record(store: &cigate_store::Store, id: &IdempotencyKey, response: Response) -> Response {
     if response.extensions().get::<NotSentUpstream>().is_some() {
         if let Err(err) = store.abandon_idempotent(id).await {
@@ -236,5 +307,18 @@ mod tests {
             request_hash("POST", "/a", "x", b"")
         );
         assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn the_outcome_unknown_problem_names_where_to_look() {
+        assert!(how_to_check("POST", "/unified/ci-cd/jobs").contains("GET /unified/ci-cd/jobs"));
+        assert!(how_to_check("POST", "/unified/ci-cd/jobs/42/cancel")
+            .contains("GET /unified/ci-cd/jobs/42"));
+        assert!(
+            how_to_check("POST", "/unified/ci-cd/workflow").contains("GET /unified/ci-cd/workflow")
+        );
+        assert!(how_to_check("PATCH", "/unified/ci-cd/variables/7")
+            .contains("GET /unified/ci-cd/variables/7"));
+        assert!(how_to_check("POST", "/proxy/workspaces").contains("/proxy/workspaces"));
     }
 }

@@ -7,6 +7,7 @@ use cigate_buddy::client::HttpPool;
 use cigate_core::cursor::CursorCodec;
 use cigate_store::Store;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod openapi;
 pub mod refresh;
+pub mod request_body;
 pub mod routes;
 pub mod serve;
 pub mod state;
@@ -54,6 +56,7 @@ pub struct RunningServer {
     pub state: AppState,
     task: JoinHandle<Result<(), std::io::Error>>,
     refresher: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
 }
 
 impl RunningServer {
@@ -69,9 +72,27 @@ impl RunningServer {
         }
     }
 
+    /// Stops at once: open connections and requests in flight are dropped.
     pub fn abort(&self) {
         self.task.abort();
         self.refresher.abort();
+    }
+
+    /// Stops gracefully: refuses new connections, lets requests in flight finish within
+    /// `shutdown_grace`, cuts what is left, then ends the background tasks. A second
+    /// call returns at once.
+    pub async fn shutdown(&mut self) -> Result<(), std::io::Error> {
+        let Some(stop) = self.stop.take() else {
+            return Ok(());
+        };
+        let _ = stop.send(());
+        let result = match (&mut self.task).await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join.to_string())),
+        };
+        self.refresher.abort();
+        let _ = (&mut self.refresher).await;
+        result
     }
 }
 
@@ -117,12 +138,25 @@ pub async fn start(state: AppState) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let app = routes::router(state.clone());
-    let task = tokio::spawn(serve::serve(listener, app));
+    let (stop, stopped) = oneshot::channel();
+    // Only an explicit `shutdown` stops the server; dropping the handle does not.
+    let signal = async {
+        if stopped.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let task = tokio::spawn(serve::serve(
+        listener,
+        app,
+        signal,
+        state.config.shutdown_grace,
+    ));
     let refresher = tokio::spawn(refresh::background(state.clone()));
     Ok(RunningServer {
         addr,
         state,
         task,
         refresher,
+        stop: Some(stop),
     })
 }

@@ -1,5 +1,10 @@
 //! `Idempotency-Key` records: the first request with a key runs, later ones with the same
 //! key (per environment, account, method and path) replay its response.
+//!
+//! An in-progress record is held by a lease that its request renews while it runs
+//! ([`Store::renew_idempotent`]). A lease past its time means the holder died (a killed
+//! process) before recording the answer: whether Buddy acted is then unknown, so the key
+//! is never run again, and a resend learns that at once instead of waiting.
 
 use std::time::Duration;
 
@@ -41,8 +46,12 @@ pub enum Begin {
     /// This caller owns the key: do the work, then `finish_idempotent` (or
     /// `abandon_idempotent` if nothing was done upstream).
     Started,
-    /// Another request with this key is still running (answer 409).
+    /// Another request with this key is still running: its lease is being renewed.
     InProgress,
+    /// The request holding this key stopped renewing its lease (its process died)
+    /// without recording an answer: it may or may not have reached Buddy. The key stays
+    /// spent until it expires, so the write is never run twice.
+    Orphaned,
     /// The request already completed: send this response again.
     Replay(StoredResponse),
     /// The key was used with a different request body (answer 422).
@@ -52,6 +61,10 @@ pub enum Begin {
 const KEY_WHERE: &str = "environment_id = $1 AND account_id = $2 AND method = $3 AND path = $4 \
                          AND idempotency_key = $5";
 
+/// How long a record written before leases existed (no `lease_expires_at`) counts as
+/// held: longer than any upstream deadline of those versions.
+const LEGACY_LEASE: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
 #[derive(sqlx::FromRow)]
 struct RecordRow {
     request_hash: String,
@@ -59,26 +72,33 @@ struct RecordRow {
     status: Option<i32>,
     response_headers: Option<String>,
     response_body: Option<Vec<u8>>,
+    created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
+    lease_expires_at: Option<DateTime<Utc>>,
 }
 
 impl Store {
-    /// Claims `key` for a request whose body hashes to `request_hash`, for `ttl`. An
-    /// expired record is replaced as if it did not exist.
+    /// Claims `key` for a request whose body hashes to `request_hash`, for `ttl`, held by
+    /// a lease of `lease` that the caller renews with [`Store::renew_idempotent`] while
+    /// the request runs. An expired record is replaced as if it did not exist.
     pub async fn begin_idempotent(
         &self,
         key: &IdempotencyKey,
         request_hash: &str,
         ttl: Duration,
+        lease: Duration,
     ) -> Result<Begin, StoreError> {
         let now = now();
         let expires_at = ttl_from(now, ttl)?;
+        let lease_expires_at = ttl_from(now, lease)?;
         for _ in 0..3 {
             let inserted = on_pool!(self.pool(), p => {
                 sqlx::query(
                     "INSERT INTO idempotency_records (environment_id, account_id, method, path, \
-                     idempotency_key, request_hash, state, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'in_progress', $7, $8) ON CONFLICT DO NOTHING",
+                     idempotency_key, request_hash, state, created_at, expires_at, \
+                     lease_expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'in_progress', $7, $8, $9) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(&key.environment_id)
                 .bind(key.account())
@@ -88,6 +108,7 @@ impl Store {
                 .bind(request_hash)
                 .bind(now)
                 .bind(expires_at)
+                .bind(lease_expires_at)
                 .execute(p)
                 .await?
                 .rows_affected()
@@ -97,8 +118,8 @@ impl Store {
             }
             let row: Option<RecordRow> = on_pool!(self.pool(), p => {
                 sqlx::query_as(&format!(
-                    "SELECT request_hash, state, status, response_headers, response_body, expires_at \
-                     FROM idempotency_records WHERE {KEY_WHERE}"
+                    "SELECT request_hash, state, status, response_headers, response_body, \
+                     created_at, expires_at, lease_expires_at FROM idempotency_records WHERE {KEY_WHERE}"
                 ))
                 .bind(&key.environment_id)
                 .bind(key.account())
@@ -132,7 +153,14 @@ impl Store {
                 return Ok(Begin::Mismatch);
             }
             if row.state != "done" {
-                return Ok(Begin::InProgress);
+                let lease_end = row
+                    .lease_expires_at
+                    .unwrap_or(row.created_at + LEGACY_LEASE);
+                return Ok(if lease_end <= now {
+                    Begin::Orphaned
+                } else {
+                    Begin::InProgress
+                });
             }
             let status = row
                 .status
@@ -154,8 +182,37 @@ impl Store {
         ))
     }
 
-    /// Records the response of a started request. `false` if the record is gone or was
-    /// already finished.
+    /// Extends the lease of a started request to `lease` from now. `false` if the record
+    /// is gone, finished, or belongs to another request (`request_hash` differs).
+    pub async fn renew_idempotent(
+        &self,
+        key: &IdempotencyKey,
+        request_hash: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let lease_expires_at = ttl_from(now(), lease)?;
+        let n = on_pool!(self.pool(), p => {
+            sqlx::query(&format!(
+                "UPDATE idempotency_records SET lease_expires_at = $6 \
+                 WHERE {KEY_WHERE} AND state = 'in_progress' AND request_hash = $7"
+            ))
+            .bind(&key.environment_id)
+            .bind(key.account())
+            .bind(&key.method)
+            .bind(&key.path)
+            .bind(&key.key)
+            .bind(lease_expires_at)
+            .bind(request_hash)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Records the response of a started request, also after its lease ran out (a late
+    /// answer is still the truth; later resends replay it). `false` if the record is
+    /// gone or was already finished.
     pub async fn finish_idempotent(
         &self,
         key: &IdempotencyKey,

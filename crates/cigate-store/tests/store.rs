@@ -9,6 +9,9 @@ use cigate_store::{
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+/// A lease no idempotency test outlives unless it means to.
+const LEASE: Duration = Duration::from_secs(600);
+
 fn api_key(value: &str) -> Credential {
     Credential::ApiKey {
         api_key: Secret::new(value),
@@ -585,15 +588,24 @@ both_backends!(idempotency_records, |ctx| {
     };
     let hour = Duration::from_secs(3600);
     assert_eq!(
-        store.begin_idempotent(&key, "h1", hour).await.unwrap(),
+        store
+            .begin_idempotent(&key, "h1", hour, LEASE)
+            .await
+            .unwrap(),
         Begin::Started
     );
     assert_eq!(
-        store.begin_idempotent(&key, "h1", hour).await.unwrap(),
+        store
+            .begin_idempotent(&key, "h1", hour, LEASE)
+            .await
+            .unwrap(),
         Begin::InProgress
     );
     assert_eq!(
-        store.begin_idempotent(&key, "h2", hour).await.unwrap(),
+        store
+            .begin_idempotent(&key, "h2", hour, LEASE)
+            .await
+            .unwrap(),
         Begin::Mismatch
     );
 
@@ -605,11 +617,17 @@ both_backends!(idempotency_records, |ctx| {
     assert!(store.finish_idempotent(&key, &response).await.unwrap());
     assert!(!store.finish_idempotent(&key, &response).await.unwrap());
     assert_eq!(
-        store.begin_idempotent(&key, "h1", hour).await.unwrap(),
+        store
+            .begin_idempotent(&key, "h1", hour, LEASE)
+            .await
+            .unwrap(),
         Begin::Replay(response.clone())
     );
     assert_eq!(
-        store.begin_idempotent(&key, "h2", hour).await.unwrap(),
+        store
+            .begin_idempotent(&key, "h2", hour, LEASE)
+            .await
+            .unwrap(),
         Begin::Mismatch
     );
 
@@ -620,7 +638,7 @@ both_backends!(idempotency_records, |ctx| {
     };
     assert_eq!(
         store
-            .begin_idempotent(&other_path, "h9", hour)
+            .begin_idempotent(&other_path, "h9", hour, LEASE)
             .await
             .unwrap(),
         Begin::Started
@@ -631,7 +649,7 @@ both_backends!(idempotency_records, |ctx| {
     };
     assert_eq!(
         store
-            .begin_idempotent(&no_account, "h9", hour)
+            .begin_idempotent(&no_account, "h9", hour, LEASE)
             .await
             .unwrap(),
         Begin::Started
@@ -641,7 +659,7 @@ both_backends!(idempotency_records, |ctx| {
     assert!(store.abandon_idempotent(&other_path).await.unwrap());
     assert_eq!(
         store
-            .begin_idempotent(&other_path, "h8", hour)
+            .begin_idempotent(&other_path, "h8", hour, LEASE)
             .await
             .unwrap(),
         Begin::Started
@@ -655,22 +673,34 @@ both_backends!(idempotency_records, |ctx| {
     };
     let ttl = Duration::from_millis(50);
     assert_eq!(
-        store.begin_idempotent(&short, "h1", ttl).await.unwrap(),
+        store
+            .begin_idempotent(&short, "h1", ttl, LEASE)
+            .await
+            .unwrap(),
         Begin::Started
     );
     assert_eq!(
-        store.begin_idempotent(&short, "h1", ttl).await.unwrap(),
+        store
+            .begin_idempotent(&short, "h1", ttl, LEASE)
+            .await
+            .unwrap(),
         Begin::InProgress
     );
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(
-        store.begin_idempotent(&short, "h2", ttl).await.unwrap(),
+        store
+            .begin_idempotent(&short, "h2", ttl, LEASE)
+            .await
+            .unwrap(),
         Begin::Started
     );
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(store.purge_expired().await.unwrap(), 1);
     assert_eq!(
-        store.begin_idempotent(&key, "h1", hour).await.unwrap(),
+        store
+            .begin_idempotent(&key, "h1", hour, LEASE)
+            .await
+            .unwrap(),
         Begin::Replay(response)
     );
 
@@ -680,6 +710,102 @@ both_backends!(idempotency_records, |ctx| {
     assert_eq!(
         raw.count("SELECT COUNT(*) FROM idempotency_records").await,
         1
+    );
+    raw.close().await;
+    store.close().await;
+});
+
+both_backends!(idempotency_leases, |ctx| {
+    let store = ctx.store().await;
+    let env = default_env(&store).await;
+    let key = IdempotencyKey {
+        environment_id: env.clone(),
+        account_id: None,
+        method: "POST".into(),
+        path: "/unified/ci-cd/jobs".into(),
+        key: "leased".into(),
+    };
+    let hour = Duration::from_secs(3600);
+    let lease = Duration::from_millis(300);
+    assert_eq!(
+        store
+            .begin_idempotent(&key, "h1", hour, lease)
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    // Renewed while its request runs: still in progress after two lease lengths.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(store.renew_idempotent(&key, "h1", lease).await.unwrap());
+        assert_eq!(
+            store
+                .begin_idempotent(&key, "h1", hour, lease)
+                .await
+                .unwrap(),
+            Begin::InProgress
+        );
+    }
+    // Another request's hash cannot renew it.
+    assert!(!store.renew_idempotent(&key, "h2", lease).await.unwrap());
+    // Its holder stops renewing (the process died): the key is orphaned, for every
+    // resend, and is never handed out to run again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            store
+                .begin_idempotent(&key, "h1", hour, lease)
+                .await
+                .unwrap(),
+            Begin::Orphaned
+        );
+    }
+    // A different request under the key is still a mismatch, not an orphan.
+    assert_eq!(
+        store
+            .begin_idempotent(&key, "h2", hour, lease)
+            .await
+            .unwrap(),
+        Begin::Mismatch
+    );
+    // A holder that was only slow and records its answer late: resends replay it.
+    let response = StoredResponse {
+        status: 201,
+        headers: vec![],
+        body: b"{}".to_vec(),
+    };
+    assert!(store.finish_idempotent(&key, &response).await.unwrap());
+    assert!(!store.renew_idempotent(&key, "h1", lease).await.unwrap());
+    assert_eq!(
+        store
+            .begin_idempotent(&key, "h1", hour, lease)
+            .await
+            .unwrap(),
+        Begin::Replay(response)
+    );
+    // A record written before leases existed counts as held for a minute from its
+    // creation, then as orphaned.
+    let legacy = IdempotencyKey {
+        key: "legacy".into(),
+        ..key.clone()
+    };
+    assert_eq!(
+        store
+            .begin_idempotent(&legacy, "h1", hour, lease)
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    let raw = ctx.raw().await;
+    let sql = "UPDATE idempotency_records SET lease_expires_at = NULL \
+               WHERE idempotency_key = 'legacy'";
+    assert_eq!(raw.execute(sql).await, 1);
+    assert_eq!(
+        store
+            .begin_idempotent(&legacy, "h1", hour, lease)
+            .await
+            .unwrap(),
+        Begin::InProgress
     );
     raw.close().await;
     store.close().await;

@@ -130,12 +130,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(config) => {
             let store = cigate_server::store::open(&config).await?;
             let state = cigate_server::build_state(config, store).await?;
-            let server = cigate_server::start(state).await?;
+            // Watched before the port opens, so no signal finds the default action.
+            let mut signals = StopSignals::new()?;
+            let mut server = cigate_server::start(state).await?;
             tracing::info!(url = %server.base_url(), "cigate listening");
+            let signal = signals.recv().await;
+            tracing::info!(signal, "shutting down");
             tokio::select! {
-                result = server.wait() => result.context("server stopped")?,
-                _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+                result = server.shutdown() => result.context("server stopped")?,
+                second = signals.recv() => {
+                    anyhow::bail!("{second} during shutdown: stopped at once");
+                }
             }
+            tracing::info!("stopped");
         }
         Command::Demo(args) => demo::run(args).await?,
         Command::Jobs { conn, command } => ops::jobs(conn, command).await?,
@@ -162,6 +169,45 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGTERM (what orchestrators send) and SIGINT (Ctrl-C): both stop `serve` gracefully.
+struct StopSignals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Waits for the next one and names it.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
 }
 
 async fn run_sim(config: cigate_buddy_sim::SimConfig) -> anyhow::Result<()> {

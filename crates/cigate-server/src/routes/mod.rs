@@ -34,6 +34,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(admin::not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            crate::request_body::guard,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             crate::metrics::track,
         ))
         .layer(DefaultBodyLimit::max(state.config.body_limit))

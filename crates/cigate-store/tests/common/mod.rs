@@ -199,6 +199,15 @@ impl Raw {
         assert_eq!(n, 1);
     }
 
+    /// Runs a statement; returns the rows it touched.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        match self {
+            Raw::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|r| r.rows_affected()),
+            Raw::Postgres(p) => sqlx::query(sql).execute(p).await.map(|r| r.rows_affected()),
+        }
+        .expect(sql)
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         match self {
             Raw::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
