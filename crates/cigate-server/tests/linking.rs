@@ -728,6 +728,26 @@ both_backends!(
                 "{context}: {problem}"
             );
         }
+
+        // Under the default policy a private address (the simulator's) is refused too.
+        let mut config = h.config.clone();
+        config.allow_private_upstreams = false;
+        let store = cigate_server::store::open(&config).await.unwrap();
+        let state = cigate_server::build_state(config, store).await.unwrap();
+        let strict = cigate_server::start(state).await.unwrap();
+        let response = h
+            .http
+            .post(format!("{}/link-token", strict.base_url()))
+            .bearer_auth(&h.api_token)
+            .json(&json!({ "context": { "base_url": base } }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 422, "{body}");
+        assert!(body.contains("not allowed"), "{body}");
+        strict.abort();
     }
 );
 

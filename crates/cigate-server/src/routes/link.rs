@@ -598,7 +598,7 @@ async fn form_page(
         Some("oauth2") if has_oauth => (true, false),
         _ => (has_oauth, true),
     };
-    let named = linking::named_base_url(link.context.as_object().unwrap_or(&Map::new()))
+    let named = named_by(link)
         .ok()
         .flatten()
         .map(|url| describe_buddy(&url))
@@ -710,6 +710,14 @@ async fn check_post(
     Ok(Posted { link, form })
 }
 
+/// The Buddy the link token's context names, if any.
+fn named_by(link: &LinkToken) -> ApiResult<Option<String>> {
+    match link.context.as_object() {
+        Some(context) => linking::named_base_url(context),
+        None => Ok(None),
+    }
+}
+
 /// A Buddy base URL as the page names it to the end user.
 fn describe_buddy(url: &str) -> String {
     use cigate_buddy::base_url::{resolve_base_url, Region};
@@ -737,7 +745,7 @@ async fn chosen_base_url(
     link: &LinkToken,
     form: &ConnectForm,
 ) -> Result<String, String> {
-    let named = linking::named_base_url(link.context.as_object().unwrap_or(&Map::new()))
+    let named = named_by(link)
         .map_err(|err| format!("This link names a Buddy that cannot be used: {err}."))?;
     let raw = match named {
         Some(url) => url,
