@@ -1,11 +1,15 @@
 // Drives the Link page in Debian's headless Chromium, the way an end customer would:
 // (a) a personal access token, (b) OAuth through the simulator's auto-approve, and
-// (c) Truto's published Link SDK, unmodified, in popup mode from a host page.
+// (c) Truto's published Link SDK, unmodified, in popup mode from a host page, and with a
+// link token that names the Buddy (the simulator as a self-hosted Buddy): (d) through the
+// SDK and (e) through OAuth, where the page must not ask where the account is.
 // Run by crates/cigate-server/tests/browser.rs; prints one JSON line with the linked
 // account ids and exits non-zero on any failure.
 //
 // Environment: CIGATE_URL, BUDDY_URL (the simulator, chosen as "self-hosted"),
-// LINK_URL_TOKEN, LINK_URL_OAUTH, BUDDY_TOKEN, SDK_LINK_TOKEN, ARTIFACTS (screenshot dir).
+// LINK_URL_TOKEN, LINK_URL_OAUTH, BUDDY_TOKEN, SDK_LINK_TOKEN, and for the link tokens
+// that carry `context.base_url` SDK_NAMED_LINK_TOKEN, LINK_URL_NAMED_OAUTH; ARTIFACTS
+// (screenshot dir).
 import { createServer } from 'node:http';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -29,6 +33,8 @@ const cfg = {
   linkOauth: env('LINK_URL_OAUTH'),
   buddyToken: env('BUDDY_TOKEN'),
   sdkLinkToken: env('SDK_LINK_TOKEN'),
+  sdkNamedLinkToken: env('SDK_NAMED_LINK_TOKEN'),
+  linkNamedOauth: env('LINK_URL_NAMED_OAUTH'),
   artifacts: env('ARTIFACTS'),
 };
 mkdirSync(cfg.artifacts, { recursive: true });
@@ -55,6 +61,17 @@ async function chooseSelfHosted(page) {
   await page.getByLabel('Address of your Buddy API').fill(cfg.buddy);
 }
 
+/** Checks the page names the simulator and offers no region choice. */
+async function expectNamedBuddy(page) {
+  const pickers = await page.locator('input[name="region"], input[name="base_url"]').count();
+  if (pickers !== 0) throw new Error('the page asks where the account is, though the link token says');
+  const where = (await page.locator('#buddy-location').textContent()) || '';
+  const buddy = cfg.buddy.replace(/\/$/, '');
+  if (!where.includes(`Self-hosted Buddy at ${buddy}`)) {
+    throw new Error(`the page names "${where.trim()}", not the simulator ${buddy}`);
+  }
+}
+
 async function linkWithToken(context) {
   const page = await context.newPage();
   await page.goto(cfg.linkToken);
@@ -72,22 +89,23 @@ async function linkWithToken(context) {
   return id;
 }
 
-async function linkWithOauth(context) {
+async function linkWithOauth(context, { url, named, shots }) {
   const page = await context.newPage();
   const visited = [];
   // Requests, not navigations: Buddy's authorize answers with a redirect.
   page.on('request', (request) => {
     if (request.isNavigationRequest()) visited.push(new URL(request.url()).pathname);
   });
-  await page.goto(cfg.linkOauth);
-  await shot(page, 'b1-oauth-link-page');
-  await chooseSelfHosted(page);
+  await page.goto(url);
+  await shot(page, shots[0]);
+  if (named) await expectNamedBuddy(page);
+  else await chooseSelfHosted(page);
   await page.getByRole('button', { name: 'Connect with Buddy' }).click();
   // The interstitial continues to Buddy on its own; the simulator approves and sends
   // the browser back to /oauth/callback, which renders the success page.
   await page.waitForURL(/\/oauth\/callback/, { timeout: TIMEOUT_MS });
   const id = await successAccount(page);
-  await shot(page, 'b2-oauth-success');
+  await shot(page, shots[1]);
   if (!visited.some((p) => p.endsWith('/oauth2/authorize'))) {
     throw new Error(`OAuth never reached the authorize endpoint: ${visited.join(' -> ')}`);
   }
@@ -130,13 +148,13 @@ window.__sdkReady = true;
   return server;
 }
 
-async function linkWithSdk(context) {
+async function linkWithSdk(context, { linkToken, named, shots }) {
   const server = await hostServer();
   try {
     const { port } = server.address();
     const page = await context.newPage();
     const host = new URL(`http://127.0.0.1:${port}/`);
-    host.searchParams.set('link_token', cfg.sdkLinkToken);
+    host.searchParams.set('link_token', linkToken);
     host.searchParams.set('base_url', cfg.cigate);
     await page.goto(host.toString());
     await page.waitForFunction(() => window.__sdkReady === true, null, { timeout: TIMEOUT_MS });
@@ -148,15 +166,16 @@ async function linkWithSdk(context) {
     if (!new URL(popup.url()).pathname.endsWith('/connect-account')) {
       throw new Error(`the SDK opened ${popup.url()}`);
     }
-    await shot(popup, 'c1-sdk-popup');
-    await chooseSelfHosted(popup);
+    await shot(popup, shots[0]);
+    if (named) await expectNamedBuddy(popup);
+    else await chooseSelfHosted(popup);
     await popup.getByLabel('Personal access token', { exact: true }).fill(cfg.buddyToken);
     await popup.getByRole('button', { name: 'Connect with token' }).click();
     // The popup posts its result to the opener and closes itself; the SDK's promise
     // settles in the host page.
     await page.waitForFunction(() => window.__linkResult !== undefined, null, { timeout: TIMEOUT_MS });
     const outcome = await page.evaluate(() => window.__linkResult);
-    await shot(page, 'c2-sdk-host-resolved');
+    await shot(page, shots[1]);
     if (!outcome.ok) throw new Error(`the SDK's promise was rejected: ${outcome.err}`);
     const { result, integration, integrated_account_id: id } = outcome.ok;
     if (result !== 'success' || integration !== 'buddy' || !id) {
@@ -185,11 +204,31 @@ let code = 0;
 try {
   const context = await browser.newContext({ viewport: { width: 800, height: 900 } });
   context.setDefaultTimeout(TIMEOUT_MS);
-  const only = (process.env.FLOWS || 'token,oauth,sdk').split(',');
+  const only = (process.env.FLOWS || 'token,oauth,sdk,named_sdk,named_oauth').split(',');
   const out = {};
   if (only.includes('token')) out.token = await linkWithToken(context);
-  if (only.includes('oauth')) out.oauth = await linkWithOauth(context);
-  if (only.includes('sdk')) out.sdk = await linkWithSdk(context);
+  if (only.includes('oauth')) {
+    out.oauth = await linkWithOauth(context, {
+      url: cfg.linkOauth, named: false, shots: ['b1-oauth-link-page', 'b2-oauth-success'],
+    });
+  }
+  if (only.includes('sdk')) {
+    out.sdk = await linkWithSdk(context, {
+      linkToken: cfg.sdkLinkToken, named: false, shots: ['c1-sdk-popup', 'c2-sdk-host-resolved'],
+    });
+  }
+  if (only.includes('named_sdk')) {
+    out.named_sdk = await linkWithSdk(context, {
+      linkToken: cfg.sdkNamedLinkToken, named: true,
+      shots: ['d1-named-sdk-popup', 'd2-named-sdk-host-resolved'],
+    });
+  }
+  if (only.includes('named_oauth')) {
+    out.named_oauth = await linkWithOauth(context, {
+      url: cfg.linkNamedOauth, named: true,
+      shots: ['e1-named-oauth-link-page', 'e2-named-oauth-success'],
+    });
+  }
   process.stdout.write(`${JSON.stringify(out)}\n`);
 } catch (error) {
   console.error(`browser flow failed: ${error && error.stack ? error.stack : error}`);

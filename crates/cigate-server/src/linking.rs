@@ -43,6 +43,53 @@ pub fn stored_context(given: &Map<String, Value>, base_url: &str, info: &TokenIn
     Value::Object(context)
 }
 
+/// `context.<key>` as a trimmed non-empty string; absent or `null` is `None`, anything
+/// else a 422.
+pub fn string_field<'a>(context: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a str>> {
+    match context.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim())),
+        Some(_) => Err(ApiError::Validation(format!(
+            "`context.{key}` must be a non-empty string"
+        ))),
+    }
+}
+
+/// The Buddy a link token's context names (`base_url`, else `region` `us` or `eu`), which
+/// the Link page then uses without asking; `None` leaves the choice to the end user. A
+/// `region` that contradicts `base_url` is refused. Only parses: the URL still has to
+/// pass the upstream policy.
+pub fn named_base_url(context: &Map<String, Value>) -> ApiResult<Option<String>> {
+    use cigate_buddy::base_url::{resolve_base_url, EU_BASE_URL, US_BASE_URL};
+    let base_url = string_field(context, "base_url")?;
+    let region = string_field(context, "region")?;
+    let url = match (base_url, region) {
+        (None, None) => return Ok(None),
+        (Some(url), _) => url.to_owned(),
+        (None, Some(region)) => match region.to_ascii_lowercase().as_str() {
+            "us" => US_BASE_URL.to_owned(),
+            "eu" => EU_BASE_URL.to_owned(),
+            _ => {
+                return Err(ApiError::Validation(format!(
+                    "`context.region` `{region}` is not a Buddy cloud region (`us`, `eu`); \
+                     name a self-hosted Buddy by `context.base_url`"
+                )))
+            }
+        },
+    };
+    let (found, _) = resolve_base_url(&url)
+        .map_err(|err| ApiError::Validation(format!("`context.base_url`: {err}")))?;
+    if let Some(region) = region {
+        if !region.eq_ignore_ascii_case(found.as_str()) {
+            return Err(ApiError::Validation(format!(
+                "`context.region` `{region}` does not match `context.base_url`, which is {}",
+                found.as_str()
+            )));
+        }
+    }
+    Ok(Some(url))
+}
+
 /// A credential Buddy accepted, at a base URL that passed the upstream policy.
 pub struct Verified {
     pub base_url: String,

@@ -1,7 +1,9 @@
 //! The Link page in a real browser: Debian's headless Chromium, driven by
 //! tests/browser/link.mjs (playwright-core), links the simulator's account with a
 //! personal access token, through OAuth against the simulator, and through Truto's
-//! published Link SDK in popup mode. Screenshots of each page land in
+//! published Link SDK in popup mode; then, with link tokens that carry the simulator as
+//! a self-hosted `context.base_url`, through the SDK and through OAuth without the page
+//! asking where the account is. Screenshots of each page land in
 //! target/test-artifacts/browser.
 
 mod common;
@@ -40,11 +42,11 @@ fn browser_dir() -> Option<PathBuf> {
     None
 }
 
-/// A fresh link token; returns `(link_token, link_url)`.
-async fn new_link(h: &Harness) -> (String, String) {
+/// A fresh link token with this context; returns `(link_token, link_url)`.
+async fn new_link(h: &Harness, context: Value) -> (String, String) {
     let response = h
         .post("/link-token")
-        .json(&json!({ "tenant_id": "acme" }))
+        .json(&json!({ "tenant_id": "acme", "context": context }))
         .send()
         .await
         .unwrap();
@@ -90,9 +92,12 @@ fn artifacts() -> PathBuf {
 }
 
 async fn run_script(dir: &Path, h: &Harness) -> Value {
-    let (_, token_url) = new_link(h).await;
-    let (_, oauth_url) = new_link(h).await;
-    let (sdk_token, _) = new_link(h).await;
+    let (_, token_url) = new_link(h, json!({})).await;
+    let (_, oauth_url) = new_link(h, json!({})).await;
+    let (sdk_token, _) = new_link(h, json!({})).await;
+    let named = json!({ "base_url": h.sim.base_url() });
+    let (sdk_named_token, _) = new_link(h, named.clone()).await;
+    let (_, named_oauth_url) = new_link(h, named).await;
     // Fresh screenshots only: the assertions below look for this run's files.
     let _ = std::fs::remove_dir_all(artifacts());
     let output = tokio::process::Command::new("node")
@@ -104,6 +109,8 @@ async fn run_script(dir: &Path, h: &Harness) -> Value {
         .env("LINK_URL_OAUTH", oauth_url)
         .env("BUDDY_TOKEN", &h.buddy_token)
         .env("SDK_LINK_TOKEN", sdk_token)
+        .env("SDK_NAMED_LINK_TOKEN", sdk_named_token)
+        .env("LINK_URL_NAMED_OAUTH", named_oauth_url)
         .env("ARTIFACTS", artifacts())
         .kill_on_drop(true)
         .output()
@@ -130,18 +137,40 @@ async fn chromium_links_by_token_by_oauth_and_through_trutos_sdk() {
     let token = out["token"].as_str().expect("token flow account");
     let oauth = out["oauth"].as_str().expect("OAuth flow account");
     let sdk = out["sdk"].as_str().expect("SDK flow account");
+    let named_sdk = out["named_sdk"]
+        .as_str()
+        .expect("named-Buddy SDK flow account");
+    let named_oauth = out["named_oauth"]
+        .as_str()
+        .expect("named-Buddy OAuth flow account");
     assert_works(&h, token, "api_key").await;
     assert_works(&h, oauth, "oauth2").await;
     assert_works(&h, sdk, "api_key").await;
+    assert_works(&h, named_sdk, "api_key").await;
+    assert_works(&h, named_oauth, "oauth2").await;
+    // The accounts of the named links were linked against the simulator's URL.
+    let sim_url = h.sim.base_url();
+    for id in [named_sdk, named_oauth] {
+        let (_, body) = h.get_json(&format!("/integrated-account/{id}")).await;
+        assert_eq!(
+            body["context"]["base_url"],
+            sim_url.trim_end_matches('/'),
+            "{body}"
+        );
+        assert_eq!(body["context"]["region"], "self_hosted", "{body}");
+    }
     assert_eq!(
         h.sim.sim().oauth_token_calls(),
-        1,
-        "one code exchange for the OAuth link"
+        2,
+        "one code exchange for each OAuth link"
     );
     for name in [
         "a3-token-success",
         "b2-oauth-success",
         "c2-sdk-host-resolved",
+        "d1-named-sdk-popup",
+        "d2-named-sdk-host-resolved",
+        "e2-named-oauth-success",
     ] {
         assert!(
             artifacts().join(format!("{name}.png")).exists(),

@@ -802,3 +802,221 @@ async fn two_instances_refresh_exactly_once() {
     );
     second.abort();
 }
+
+// `POST /link-token` with a context that names a Buddy the policy refuses, or names it
+// inconsistently: 422 problem+json.
+both_backends!(
+    a_link_token_naming_a_bad_buddy_is_refused,
+    |h: Harness| async move {
+        let base = h.sim.base_url();
+        for context in [
+            json!({ "base_url": "not a url" }),
+            json!({ "base_url": "ftp://buddy.example.com" }),
+            json!({ "base_url": "https://user:pw@buddy.example.com/api" }),
+            json!({ "base_url": "https://buddy.example.com/api?x=1" }),
+            json!({ "base_url": 5 }),
+            json!({ "region": "mars" }),
+            json!({ "region": "self_hosted" }),
+            json!({ "region": "eu", "base_url": base }),
+        ] {
+            let response = h
+                .post("/link-token")
+                .json(&json!({ "context": context }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 422, "{context}");
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json",
+                "{context}"
+            );
+            let problem: Value = response.json().await.unwrap();
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("context."),
+                "{context}: {problem}"
+            );
+        }
+
+        // Under the default policy a private address (the simulator's) is refused too.
+        let mut config = h.config.clone();
+        config.allow_private_upstreams = false;
+        let store = cigate_server::store::open(&config).await.unwrap();
+        let state = cigate_server::build_state(config, store).await.unwrap();
+        let strict = cigate_server::start(state).await.unwrap();
+        let response = h
+            .http
+            .post(format!("{}/link-token", strict.base_url()))
+            .bearer_auth(&h.api_token)
+            .json(&json!({ "context": { "base_url": base } }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 422, "{body}");
+        assert!(body.contains("not allowed"), "{body}");
+        strict.abort();
+    }
+);
+
+// A link token that names a self-hosted Buddy (or a region) opens the page with that
+// choice made: no picker, and both the token form and OAuth go to that Buddy whatever
+// the form says.
+both_backends!(
+    a_link_token_naming_a_buddy_skips_the_region_choice,
+    |h: Harness| async move {
+        h.configure_oauth().await;
+        let base = h.sim.base_url();
+        let base = base.trim_end_matches('/');
+
+        // Token: the page does not ask where; a stray `region` field is ignored (the US
+        // cloud is unreachable from the tests, so using it would fail).
+        let (_, link_url) = new_link(
+            &h,
+            json!({ "tenant_id": "acme", "context": { "base_url": format!("{base}/"), "plan": "pro" } }),
+        )
+        .await;
+        let (status, _, page) = get_page(&h, &link_url).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(!page.contains("name=\"region\""), "{page}");
+        assert!(!page.contains("name=\"base_url\""), "{page}");
+        assert!(
+            page.contains(&format!("Self-hosted Buddy at {base}")),
+            "{page}"
+        );
+        let (status, done) = submit(
+            &h,
+            &page,
+            "/connect/token",
+            &[("region", "us"), ("api_key", &h.buddy_token)],
+        )
+        .await;
+        assert_eq!(status, 200, "{done}");
+        let linked = account(&h, &result_account(&done)).await;
+        assert_eq!(linked["context"]["base_url"], base);
+        assert_eq!(linked["context"]["region"], "self_hosted");
+        assert_eq!(linked["context"]["plan"], "pro");
+        assert_eq!(linked["authentication_method"], "api_key");
+
+        // OAuth: authorize and token endpoints come from the named base URL.
+        let (_, link_url) = new_link(
+            &h,
+            json!({ "tenant_id": "acme", "context": { "base_url": base } }),
+        )
+        .await;
+        let (status, _, page) = get_page(&h, &link_url).await;
+        assert_eq!(status, 200);
+        assert!(!page.contains("name=\"region\""), "{page}");
+        let calls = h.sim.sim().oauth_token_calls();
+        let (status, interstitial) = submit(&h, &page, "/connect/oauth", &[]).await;
+        assert_eq!(status, 200, "{interstitial}");
+        let authorize =
+            attr_after(&interstitial, "id=\"cigate-continue\"", "href").expect("authorize link");
+        assert!(
+            authorize.starts_with(&format!("{base}/oauth2/authorize?")),
+            "{authorize}"
+        );
+        let (status, _, done) = get_page(&h, &authorize).await;
+        assert_eq!(status, 200, "{done}");
+        assert_eq!(h.sim.sim().oauth_token_calls() - calls, 1);
+        let linked = account(&h, &result_account(&done)).await;
+        assert_eq!(linked["authentication_method"], "oauth2");
+        assert_eq!(linked["context"]["base_url"], base);
+
+        // A region is named in words, and the picker is gone too.
+        for (region, words) in [
+            ("eu", "Buddy cloud, EU region"),
+            ("us", "Buddy cloud, US region"),
+        ] {
+            let (_, link_url) = new_link(&h, json!({ "context": { "region": region } })).await;
+            let (status, _, page) = get_page(&h, &link_url).await;
+            assert_eq!(status, 200);
+            assert!(page.contains(words), "{page}");
+            assert!(!page.contains("name=\"region\""), "{page}");
+        }
+        // Without one, the end user still chooses.
+        let (_, link_url) = new_link(&h, json!({})).await;
+        let (_, _, page) = get_page(&h, &link_url).await;
+        assert!(page.contains("name=\"region\""), "{page}");
+    }
+);
+
+// Rotating the master key re-encrypts every sealed secret, so with the old key retired
+// the environment's OAuth app still works: a round trip begun before the rotation
+// finishes, a new OAuth link succeeds, and both accounts refresh.
+both_backends!(
+    oauth_link_and_refresh_work_after_a_rotation_retires_the_old_key,
+    |h: Harness| async move {
+        h.configure_oauth().await;
+        let before = oauth_link(&h).await;
+        let pending = start_oauth(&h, None).await;
+        let env = account(&h, &before).await["environment_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let store = &h.server.state.store;
+        let old = store.key_ids();
+        assert_eq!(old.len(), 1);
+
+        let report = store.rotate_keys(None).await.unwrap();
+        let current = report.current_key_id.clone();
+        assert_eq!(report.retired_key_ids, old);
+        assert_eq!(store.key_ids(), vec![current.clone()]);
+        for table in [
+            "account_credentials",
+            "environment_integrations",
+            "oauth_states",
+        ] {
+            assert_eq!(report.reencrypted_by_table[table], 1, "{table}");
+        }
+        for (table, by_key) in store.sealed_key_usage().await.unwrap() {
+            assert!(
+                by_key.keys().all(|k| *k == current),
+                "{table} still holds values under {by_key:?}"
+            );
+        }
+
+        // The round trip begun under the old key completes.
+        let (status, _, done) = get_page(&h, &pending).await;
+        assert_eq!(status, 200, "{done}");
+        assert!(!result_account(&done).is_empty(), "{done}");
+        // A new OAuth link.
+        let after = oauth_link(&h).await;
+
+        let sim = h.sim.sim();
+        let base = h.server.base_url();
+        // Refresh on a 401 for the account linked before the rotation...
+        expire_access_token(&h, &env, &before).await;
+        let calls = sim.oauth_token_calls();
+        let (status, body) = workspaces(&base, &h, &before).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(sim.oauth_token_calls() - calls, 1);
+        // ...and ahead of expiry for the one linked after it.
+        set_credential(&h, &env, &after, |_, at| {
+            *at = Some(Utc::now() - chrono::Duration::seconds(5))
+        })
+        .await;
+        let calls = sim.oauth_token_calls();
+        let (status, body) = workspaces(&base, &h, &after).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(sim.oauth_token_calls() - calls, 1);
+        for id in [&before, &after] {
+            assert_eq!(account(&h, id).await["status"], "active");
+        }
+
+        // A restart with the rotated key file (the old key gone) reads the client secret.
+        let restarted = cigate_server::store::open(&h.config).await.unwrap();
+        assert_eq!(restarted.key_ids(), vec![current]);
+        let settings = restarted
+            .environment_integration(&env, "buddy")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(settings.secret.unwrap().expose(), CLIENT_SECRET);
+        restarted.close().await;
+    }
+);

@@ -6,6 +6,7 @@ use zeroize::Zeroize;
 
 use crate::crypto::Sealed;
 use crate::db::on_pool;
+use crate::keys::{key_changed, CREDENTIALS, WRITE_ATTEMPTS};
 use crate::model::{secret_context_key, CredentialPlain};
 use crate::{
     new_id, now, Account, AccountFilter, AccountPatch, Credential, NewAccount, Store, StoreError,
@@ -15,21 +16,14 @@ const ACCOUNT_COLUMNS: &str = "id, environment_id, tenant_id, integration, statu
      authentication_method, context, last_error, last_forbidden_error, created_at, updated_at";
 
 /// Writes a credential only while its key is the store-wide current key (the
-/// `key_check` row), so once a rotation has switched keys no process can add a row under
-/// the old one: the write affects nothing, the writer re-reads the current key and seals
-/// again.
+/// `key_check` row, as in [`crate::keys::key_is_current`]), so once a rotation has switched
+/// keys no process can add a row under the old one: the write affects nothing, the writer
+/// re-reads the current key and seals again.
 const UPSERT_CREDENTIAL: &str = "INSERT INTO account_credentials \
      (account_id, key_id, nonce, ciphertext, updated_at) SELECT $1, $2, $3, $4, $5 \
      WHERE EXISTS (SELECT 1 FROM key_check WHERE id = 1 AND key_id = $2) \
      ON CONFLICT (account_id) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce, \
      ciphertext = excluded.ciphertext, updated_at = excluded.updated_at";
-
-/// A write is retried this often when the store's key changed under it.
-const WRITE_ATTEMPTS: usize = 3;
-
-fn key_changed() -> StoreError {
-    StoreError::Conflict("the master key changed repeatedly during the write; retry".into())
-}
 
 /// Largest page [`Store::list_accounts`] returns.
 pub const MAX_PAGE: u32 = 1000;
@@ -123,7 +117,7 @@ impl Store {
     ) -> Result<Sealed, StoreError> {
         let mut json = serde_json::to_vec(&CredentialPlain::from(credential))
             .map_err(|_| StoreError::Crypto("could not serialize the credential".into()))?;
-        let sealed = self.inner.keys.seal(account_id.as_bytes(), &json);
+        let sealed = self.inner.keys.seal(&CREDENTIALS.aad(&[account_id]), &json);
         json.zeroize();
         sealed
     }
@@ -417,7 +411,10 @@ impl Store {
             nonce,
             ciphertext,
         };
-        let mut plaintext = self.inner.keys.open(account_id.as_bytes(), &sealed)?;
+        let mut plaintext = self
+            .inner
+            .keys
+            .open(&CREDENTIALS.aad(&[account_id]), &sealed)?;
         let parsed = serde_json::from_slice::<CredentialPlain>(&plaintext);
         plaintext.zeroize();
         let plain = parsed.map_err(|_| {

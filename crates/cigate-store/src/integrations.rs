@@ -1,7 +1,7 @@
 //! Per-environment settings of an integration, such as the OAuth app used to link Buddy
 //! accounts. Non-secret settings are plain JSON; the one secret (the OAuth client secret)
 //! is sealed under the master key with `environment-integration:<env>:<name>` as
-//! associated data.
+//! associated data ([`INTEGRATION_SECRETS`], so rotation moves it too).
 
 use chrono::{DateTime, Utc};
 use cigate_core::Secret;
@@ -9,6 +9,7 @@ use zeroize::Zeroize;
 
 use crate::crypto::Sealed;
 use crate::db::on_pool;
+use crate::keys::{key_changed, key_is_current, INTEGRATION_SECRETS, WRITE_ATTEMPTS};
 use crate::model::secret_context_key;
 use crate::{now, Store, StoreError};
 
@@ -24,7 +25,7 @@ pub struct EnvironmentIntegration {
 }
 
 fn aad(environment_id: &str, integration: &str) -> Vec<u8> {
-    format!("environment-integration:{environment_id}:{integration}").into_bytes()
+    INTEGRATION_SECRETS.aad(&[environment_id, integration])
 }
 
 type Row = (
@@ -56,38 +57,54 @@ impl Store {
         }
         let text =
             serde_json::to_string(&config).map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-        let sealed = match &secret {
-            None => None,
-            Some(s) => {
-                let mut plain = s.expose().as_bytes().to_vec();
-                let sealed = self
-                    .inner
-                    .keys
-                    .seal(&aad(environment_id, integration), &plain);
-                plain.zeroize();
-                Some(sealed?)
-            }
-        };
         let at = now();
-        on_pool!(self.pool(), p => {
-            sqlx::query(
-                "INSERT INTO environment_integrations (environment_id, integration, config, \
-                 key_id, nonce, ciphertext, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (environment_id, integration) DO UPDATE SET config = excluded.config, \
-                 key_id = excluded.key_id, nonce = excluded.nonce, \
-                 ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
-            )
-            .bind(environment_id)
-            .bind(integration)
-            .bind(&text)
-            .bind(sealed.as_ref().map(|s| s.key_id.clone()))
-            .bind(sealed.as_ref().map(|s| s.nonce.clone()))
-            .bind(sealed.as_ref().map(|s| s.ciphertext.clone()))
-            .bind(at)
-            .execute(p)
-            .await?
-            .rows_affected()
-        });
+        // The secret lands only while its key is the store's current one (see
+        // `key_is_current`); settings without a secret are written as they are.
+        let sql = format!(
+            "INSERT INTO environment_integrations (environment_id, integration, config, \
+             key_id, nonce, ciphertext, updated_at) SELECT $1, $2, $3, $4, $5, $6, $7 \
+             WHERE $4 IS NULL OR {} \
+             ON CONFLICT (environment_id, integration) DO UPDATE SET config = excluded.config, \
+             key_id = excluded.key_id, nonce = excluded.nonce, \
+             ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+            key_is_current("$4")
+        );
+        let mut written = false;
+        for _ in 0..WRITE_ATTEMPTS {
+            let sealed = match &secret {
+                None => None,
+                Some(s) => {
+                    let mut plain = s.expose().as_bytes().to_vec();
+                    let sealed = self
+                        .inner
+                        .keys
+                        .seal(&aad(environment_id, integration), &plain);
+                    plain.zeroize();
+                    Some(sealed?)
+                }
+            };
+            let n = on_pool!(self.pool(), p => {
+                sqlx::query(&sql)
+                    .bind(environment_id)
+                    .bind(integration)
+                    .bind(&text)
+                    .bind(sealed.as_ref().map(|s| s.key_id.clone()))
+                    .bind(sealed.as_ref().map(|s| s.nonce.clone()))
+                    .bind(sealed.as_ref().map(|s| s.ciphertext.clone()))
+                    .bind(at)
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+            });
+            if n == 1 {
+                written = true;
+                break;
+            }
+            self.refresh_store_key().await?;
+        }
+        if !written {
+            return Err(key_changed());
+        }
         Ok(EnvironmentIntegration {
             environment_id: environment_id.to_owned(),
             integration: integration.to_owned(),

@@ -1,5 +1,6 @@
 //! The process's keyring, start-up verification and rotation.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 
@@ -13,6 +14,65 @@ const KEY_CHECK_AAD: &[u8] = b"cigate:key-check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"cigate master key check v1";
 const ROTATION_BATCH: i64 = 100;
 const ROTATION_PASSES: usize = 5;
+
+/// A sealed write is retried this often when the store's key changed under it.
+pub(crate) const WRITE_ATTEMPTS: usize = 3;
+
+pub(crate) fn key_changed() -> StoreError {
+    StoreError::Conflict("the master key changed repeatedly during the write; retry".into())
+}
+
+/// The condition that makes a sealed write land only while `param` (the write's key id)
+/// is the store-wide current key (the `key_check` row): once a rotation has switched
+/// keys, no process can add a value under the old one; the write affects nothing, and
+/// the writer re-reads the current key and seals again.
+pub(crate) fn key_is_current(param: &str) -> String {
+    format!("EXISTS (SELECT 1 FROM key_check WHERE id = 1 AND key_id = {param})")
+}
+
+/// One place where secrets are kept sealed: the columns `key_id`, `nonce` and
+/// `ciphertext` of `table`, with associated data derived from the row's primary key.
+/// Every sealed secret at rest is listed in [`SEALED`], which start-up verification,
+/// rotation and the rotation's leftover count walk; a new sealed column is one entry
+/// there (and writes through [`key_is_current`]).
+pub(crate) struct SealedColumns {
+    pub table: &'static str,
+    /// Primary key columns (text), in the order rotation walks them.
+    pub id: &'static [&'static str],
+    /// The associated data of the row with these primary key values (in `id` order).
+    aad: fn(&[&str]) -> Vec<u8>,
+}
+
+impl SealedColumns {
+    pub(crate) fn aad(&self, id: &[&str]) -> Vec<u8> {
+        (self.aad)(id)
+    }
+}
+
+/// Integrated accounts' credentials; the account id is the associated data.
+pub(crate) const CREDENTIALS: SealedColumns = SealedColumns {
+    table: "account_credentials",
+    id: &["account_id"],
+    aad: |id| id.concat().into_bytes(),
+};
+
+/// An environment's integration secret (the OAuth client secret).
+pub(crate) const INTEGRATION_SECRETS: SealedColumns = SealedColumns {
+    table: "environment_integrations",
+    id: &["environment_id", "integration"],
+    aad: |id| format!("environment-integration:{}", id.join(":")).into_bytes(),
+};
+
+/// The PKCE code verifier of an OAuth round trip in flight; the state's hash is the
+/// associated data.
+pub(crate) const OAUTH_VERIFIERS: SealedColumns = SealedColumns {
+    table: "oauth_states",
+    id: &["state_hash"],
+    aad: |id| id.concat().into_bytes(),
+};
+
+/// Every sealed secret at rest.
+pub(crate) const SEALED: &[SealedColumns] = &[CREDENTIALS, INTEGRATION_SECRETS, OAUTH_VERIFIERS];
 
 enum KeySource {
     Env,
@@ -216,42 +276,39 @@ impl Store {
             }
         }
 
-        let key_ids: Vec<String> = on_pool!(self.pool(), p => {
-            sqlx::query_scalar("SELECT DISTINCT key_id FROM account_credentials")
+        for columns in SEALED {
+            let key_ids: Vec<String> = on_pool!(self.pool(), p => {
+                sqlx::query_scalar(&format!(
+                    "SELECT DISTINCT key_id FROM {} WHERE key_id IS NOT NULL",
+                    columns.table
+                ))
                 .fetch_all(p)
                 .await?
-        });
-        for key_id in key_ids {
-            let sample: Option<(String, Vec<u8>, Vec<u8>)> = on_pool!(self.pool(), p => {
-                sqlx::query_as(
-                    "SELECT account_id, nonce, ciphertext FROM account_credentials \
-                     WHERE key_id = $1 LIMIT 1",
-                )
-                .bind(&key_id)
-                .fetch_optional(p)
-                .await?
             });
-            if let Some((account_id, nonce, ciphertext)) = sample {
-                let sealed = Sealed {
-                    key_id: key_id.clone(),
-                    nonce,
-                    ciphertext,
-                };
-                keys.open(account_id.as_bytes(), &sealed)
-                    .map_err(|err| match err {
-                        StoreError::Crypto(_) => StoreError::Key(format!(
-                            "key id {key_id} from {} does not decrypt the stored credentials; \
-                         the key is wrong",
-                            keys.describe_source()
-                        )),
-                        other => other,
-                    })?;
+            for key_id in key_ids {
+                let no_start = vec![String::new(); columns.id.len()];
+                let sample = self
+                    .sealed_rows(columns, &key_id, true, &no_start, 1)
+                    .await?;
+                for (id, sealed) in sample {
+                    let id: Vec<&str> = id.iter().map(String::as_str).collect();
+                    keys.open(&columns.aad(&id), &sealed)
+                        .map_err(|err| match err {
+                            StoreError::Crypto(_) => StoreError::Key(format!(
+                                "key id {key_id} from {} does not decrypt the values sealed in \
+                                 {}; the key is wrong",
+                                keys.describe_source(),
+                                columns.table
+                            )),
+                            other => other,
+                        })?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Moves every credential onto a new current key; see the crate documentation for
+    /// Moves every sealed value ([`SEALED`]) onto a new current key; see the crate documentation for
     /// the steps. `new_key`: the key to rotate to (generated when `None`); must be `None`
     /// when keys come from `CIGATE_MASTER_KEY`, where rotation moves rows onto the first
     /// key listed. Safe to run while other processes serve traffic; one rotation per
@@ -317,18 +374,24 @@ impl Store {
         // not have committed yet; SHARE mode waits for every such transaction to end.
         // (SQLite writers are serialized with the switch already.)
         if let DbPool::Postgres(p) = self.pool() {
+            let tables: Vec<&str> = SEALED.iter().map(|c| c.table).collect();
             let mut tx = p.begin().await?;
-            sqlx::query("LOCK TABLE account_credentials IN SHARE MODE")
+            sqlx::query(&format!("LOCK TABLE {} IN SHARE MODE", tables.join(", ")))
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
         }
 
         let mut previous: Vec<String> = Vec::new();
-        let mut reencrypted = 0u64;
+        let mut by_table: BTreeMap<String, u64> =
+            SEALED.iter().map(|c| (c.table.to_owned(), 0)).collect();
         for _ in 0..ROTATION_PASSES {
-            let moved = self.reencrypt_pass(&current, &mut previous).await?;
-            reencrypted += moved;
+            for columns in SEALED {
+                let moved = self
+                    .reencrypt_pass(columns, &current, &mut previous)
+                    .await?;
+                *by_table.entry(columns.table.to_owned()).or_default() += moved;
+            }
             if self.count_not_under(current.id()).await? == 0 {
                 break;
             }
@@ -336,10 +399,11 @@ impl Store {
         let left = self.count_not_under(current.id()).await?;
         if left > 0 {
             return Err(StoreError::Conflict(format!(
-                "{left} credentials are still under old keys (written concurrently); run the \
-                 rotation again"
+                "{left} sealed values are still under old keys (written concurrently); run \
+                 the rotation again"
             )));
         }
+        let reencrypted = by_table.values().sum();
 
         let mut retired = Vec::new();
         match &keys.source {
@@ -369,6 +433,7 @@ impl Store {
             current_key_id: current.id().to_string(),
             previous_key_ids: previous,
             reencrypted,
+            reencrypted_by_table: by_table,
             retired_key_ids: retired,
         })
     }
@@ -398,69 +463,141 @@ impl Store {
         Ok(mac.finalize().into_bytes().to_vec())
     }
 
-    async fn count_not_under(&self, key_id: &str) -> Result<i64, StoreError> {
+    /// How many sealed values each table of [`SEALED`] holds under each key id (every
+    /// table listed): after a rotation, only the current key appears.
+    pub async fn sealed_key_usage(
+        &self,
+    ) -> Result<BTreeMap<String, BTreeMap<String, u64>>, StoreError> {
+        let mut usage = BTreeMap::new();
+        for columns in SEALED {
+            let sql = format!(
+                "SELECT key_id, COUNT(*) FROM {} WHERE key_id IS NOT NULL GROUP BY key_id",
+                columns.table
+            );
+            let rows: Vec<(String, i64)> = on_pool!(self.pool(), p => {
+                sqlx::query_as(&sql).fetch_all(p).await?
+            });
+            let by_key = rows
+                .into_iter()
+                .map(|(key_id, n)| (key_id, u64::try_from(n).unwrap_or_default()))
+                .collect();
+            usage.insert(columns.table.to_owned(), by_key);
+        }
+        Ok(usage)
+    }
+
+    /// Sealed values of every kind not under `key_id`.
+    pub(crate) async fn count_not_under(&self, key_id: &str) -> Result<i64, StoreError> {
+        let mut total = 0;
+        for columns in SEALED {
+            let sql = format!("SELECT COUNT(*) FROM {} WHERE key_id <> $1", columns.table);
+            total += on_pool!(self.pool(), p => {
+                sqlx::query_scalar::<_, i64>(&sql).bind(key_id).fetch_one(p).await?
+            });
+        }
+        Ok(total)
+    }
+
+    /// Up to `limit` rows of `columns` whose key id is (`under`) or is not `key_id`, in
+    /// primary key order after `after` (empty strings: from the start); each with its
+    /// primary key values.
+    async fn sealed_rows(
+        &self,
+        columns: &SealedColumns,
+        key_id: &str,
+        under: bool,
+        after: &[String],
+        limit: i64,
+    ) -> Result<Vec<(Vec<String>, Sealed)>, StoreError> {
+        use sqlx::Row;
+        let n = columns.id.len();
+        let ids = columns.id.join(", ");
+        let after_params: Vec<String> = (0..n).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT {ids}, key_id, nonce, ciphertext FROM {table} WHERE key_id {op} $1 \
+             AND ({ids}) > ({after}) ORDER BY {ids} LIMIT ${limit}",
+            table = columns.table,
+            op = if under { "=" } else { "<>" },
+            after = after_params.join(", "),
+            limit = n + 2,
+        );
         Ok(on_pool!(self.pool(), p => {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM account_credentials WHERE key_id <> $1")
-                .bind(key_id)
-                .fetch_one(p)
-                .await?
+            let mut query = sqlx::query(&sql).bind(key_id);
+            for value in after {
+                query = query.bind(value);
+            }
+            let rows = query.bind(limit).fetch_all(p).await?;
+            rows.iter()
+                .map(|row| {
+                    let id = (0..n)
+                        .map(|i| row.try_get::<String, _>(i))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((
+                        id,
+                        Sealed {
+                            key_id: row.try_get(n)?,
+                            nonce: row.try_get(n + 1)?,
+                            ciphertext: row.try_get(n + 2)?,
+                        },
+                    ))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
         }))
     }
 
-    /// One keyset walk over rows not under `current`; each row is swapped by its own
-    /// conditional UPDATE, so nothing is locked for longer than one statement.
+    /// One keyset walk over the rows of `columns` not under `current`; each row is
+    /// swapped by its own conditional UPDATE, so nothing is locked for longer than one
+    /// statement.
     async fn reencrypt_pass(
         &self,
+        columns: &SealedColumns,
         current: &MasterKey,
         previous: &mut Vec<String>,
     ) -> Result<u64, StoreError> {
-        let mut after = String::new();
+        let matches_id: Vec<String> = columns
+            .id
+            .iter()
+            .enumerate()
+            .map(|(i, column)| format!(" AND {column} = ${}", i + 6))
+            .collect();
+        let update = format!(
+            "UPDATE {} SET key_id = $1, nonce = $2, ciphertext = $3 \
+             WHERE key_id = $4 AND nonce = $5{}",
+            columns.table,
+            matches_id.concat()
+        );
+        let mut after = vec![String::new(); columns.id.len()];
         let mut moved = 0u64;
         loop {
-            let batch: Vec<(String, String, Vec<u8>, Vec<u8>)> = on_pool!(self.pool(), p => {
-                sqlx::query_as(
-                    "SELECT account_id, key_id, nonce, ciphertext FROM account_credentials \
-                     WHERE key_id <> $1 AND account_id > $2 ORDER BY account_id LIMIT $3",
-                )
-                .bind(current.id())
-                .bind(&after)
-                .bind(ROTATION_BATCH)
-                .fetch_all(p)
-                .await?
-            });
-            let Some(last) = batch.last() else {
+            let batch = self
+                .sealed_rows(columns, current.id(), false, &after, ROTATION_BATCH)
+                .await?;
+            let Some((last, _)) = batch.last() else {
                 return Ok(moved);
             };
-            after = last.0.clone();
-            for (account_id, key_id, nonce, ciphertext) in batch {
-                let old = Sealed {
-                    key_id: key_id.clone(),
-                    nonce,
-                    ciphertext,
-                };
-                let mut plaintext = self.inner.keys.open(account_id.as_bytes(), &old)?;
-                let new = crypto::seal(current, account_id.as_bytes(), &plaintext)?;
+            after = last.clone();
+            for (id, old) in batch {
+                let id: Vec<&str> = id.iter().map(String::as_str).collect();
+                let aad = columns.aad(&id);
+                let mut plaintext = self.inner.keys.open(&aad, &old)?;
+                let new = crypto::seal(current, &aad, &plaintext)?;
                 plaintext.zeroize();
                 let done = on_pool!(self.pool(), p => {
-                    sqlx::query(
-                        "UPDATE account_credentials SET key_id = $1, nonce = $2, ciphertext = $3, \
-                         updated_at = $4 WHERE account_id = $5 AND key_id = $6 AND nonce = $7",
-                    )
-                    .bind(&new.key_id)
-                    .bind(&new.nonce)
-                    .bind(&new.ciphertext)
-                    .bind(now())
-                    .bind(&account_id)
-                    .bind(&old.key_id)
-                    .bind(&old.nonce)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
+                    let mut query = sqlx::query(&update)
+                        .bind(&new.key_id)
+                        .bind(&new.nonce)
+                        .bind(&new.ciphertext)
+                        .bind(&old.key_id)
+                        .bind(&old.nonce);
+                    for value in &id {
+                        query = query.bind(*value);
+                    }
+                    query.execute(p).await?.rows_affected()
                 });
                 if done == 1 {
                     moved += 1;
-                    if !previous.contains(&key_id) {
-                        previous.push(key_id);
+                    if !previous.contains(&old.key_id) {
+                        previous.push(old.key_id);
                     }
                 }
             }

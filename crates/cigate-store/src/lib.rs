@@ -44,14 +44,23 @@
 //!
 //! The `key_check` table holds a known plaintext sealed under the key that set the store
 //! up (updated by rotation). `connect` (when the schema exists) and `migrate` open it and
-//! open one credential per key id in use: a wrong or missing key fails start-up with
+//! open one sealed value per table and key id in use: a wrong or missing key fails start-up with
 //! [`StoreError::Key`], naming key ids only, never returning garbage later.
+//!
+//! # Sealed secrets
+//! Every secret at rest is sealed the same way (AES-256-GCM, key id beside it, a row's
+//! identity as associated data) in `key_id`/`nonce`/`ciphertext` columns, and listed once
+//! in `SEALED` (`keys.rs`): account credentials, each environment's OAuth client secret
+//! (`environment_integrations`) and the PKCE verifiers of OAuth round trips in flight
+//! (`oauth_states`). Start-up verification, rotation and its leftover count walk that
+//! list, so a new kind of secret (a webhook secret) is one entry, written under the
+//! same `key_check` condition.
 //!
 //! # Rotation ([`Store::rotate_keys`]), without downtime
 //! The `key_check` row also names the **store-wide current key**: every process
 //! encrypts under that key when it holds it (its own first key otherwise), and a
-//! credential write only lands while that key is still the store's current one (the
-//! `INSERT … SELECT … WHERE EXISTS (key_check …)` in `accounts.rs`); if a rotation
+//! sealed write only lands while that key is still the store's current one (the
+//! `INSERT … SELECT … WHERE EXISTS (key_check …)` of `keys::key_is_current`); if a rotation
 //! switched keys meanwhile, the write affects nothing and the writer re-reads the key
 //! and seals again. So instances started with `CIGATE_MASTER_KEY=new,old` keep writing
 //! under `old` until the rotation, and instances not yet redeployed keep working.
@@ -60,11 +69,11 @@
 //!    old key after it. With `Env`, no key is added: the operator first deploys
 //!    `CIGATE_MASTER_KEY=new,old` everywhere, then rotates, which moves rows onto `new`.
 //! 2. `key_check` is resealed under the new key (the switch). On PostgreSQL the rotation
-//!    then briefly takes `SHARE` on `account_credentials`, which waits out any writer
-//!    that checked the old key just before the switch.
-//! 3. Every credential row under another key is re-encrypted, in batches of 100, each row
+//!    then briefly takes `SHARE` on every table holding sealed values, which waits out any
+//!    writer that checked the old key just before the switch.
+//! 3. Every sealed value under another key is re-encrypted, in batches of 100, each row
 //!    by its own compare-and-swap `UPDATE` (no long transaction; a row changed meanwhile
-//!    is picked up by the next pass). Passes repeat until no row is left under an old key.
+//!    is picked up by the next pass). Passes repeat until no value is left under an old key.
 //! 4. The key file is rewritten with the current key only (old keys retired); with `Env`
 //!    the report lists the key ids that can now be dropped from the variable.
 //!
@@ -77,8 +86,7 @@
 //! `idempotency_records` (see [`Store::begin_idempotent`]), `refresh_leases` (see
 //! [`Store::try_acquire_lease`]), `link_tokens` and `oauth_states` (see [`Store::create_link_token`],
 //! [`Store::create_oauth_state`]), `account_events` ([`Store::record_account_event`]) and
-//! `environment_integrations` ([`Store::put_environment_integration`]; its sealed secret is
-//! not yet moved by [`Store::rotate_keys`]).
+//! `environment_integrations` ([`Store::put_environment_integration`]).
 //! [`Store::purge_expired`] removes expired rows of all four.
 
 mod accounts;

@@ -1,11 +1,12 @@
 //! Link tokens (one end user's single-use ticket to the Link page) and OAuth `state`
 //! values (one authorization round trip). Both are random, shown once, and stored only as
 //! their SHA-256; the PKCE code verifier travels with the state, sealed under the master
-//! key with the state's hash as associated data.
+//! key with the state's hash as associated data ([`OAUTH_VERIFIERS`], so rotation moves
+//! states in flight too).
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use cigate_core::Secret;
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::Sealed;
 use crate::db::on_pool;
+use crate::keys::{key_changed, key_is_current, OAUTH_VERIFIERS, WRITE_ATTEMPTS};
 use crate::model::secret_context_key;
 use crate::{new_id, now, ttl_from, Store, StoreError};
 
@@ -124,28 +126,6 @@ fn random_token(prefix: &str) -> Secret {
     Secret::new(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
 }
 
-/// `key_id:nonce:ciphertext` (base64), so a sealed value fits one text column.
-fn pack(sealed: &Sealed) -> String {
-    format!(
-        "{}:{}:{}",
-        sealed.key_id,
-        STANDARD.encode(&sealed.nonce),
-        STANDARD.encode(&sealed.ciphertext)
-    )
-}
-
-fn unpack(text: &str) -> Option<Sealed> {
-    let mut parts = text.splitn(3, ':');
-    let key_id = parts.next()?.to_owned();
-    let nonce = STANDARD.decode(parts.next()?).ok()?;
-    let ciphertext = STANDARD.decode(parts.next()?).ok()?;
-    Some(Sealed {
-        key_id,
-        nonce,
-        ciphertext,
-    })
-}
-
 impl Store {
     /// Creates a link token; returns its record and the token (shown once).
     pub async fn create_link_token(
@@ -236,29 +216,41 @@ impl Store {
     pub async fn create_oauth_state(&self, new: NewOAuthState) -> Result<Secret, StoreError> {
         let state = random_token("");
         let state_hash = hash(state.expose());
-        let sealed = self
-            .inner
-            .keys
-            .seal(state_hash.as_bytes(), new.code_verifier.expose().as_bytes())?;
+        let aad = OAUTH_VERIFIERS.aad(&[&state_hash]);
         let at = now();
         let expires_at = ttl_from(at, new.ttl)?;
-        on_pool!(self.pool(), p => {
-            sqlx::query(
-                "INSERT INTO oauth_states (state_hash, environment_id, link_token_id, base_url, \
-                 code_verifier, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&state_hash)
-            .bind(&new.environment_id)
-            .bind(&new.link_token_id)
-            .bind(&new.base_url)
-            .bind(pack(&sealed))
-            .bind(at)
-            .bind(expires_at)
-            .execute(p)
-            .await?
-            .rows_affected()
-        });
-        Ok(state)
+        let sql = format!(
+            "INSERT INTO oauth_states (state_hash, environment_id, link_token_id, base_url, \
+             key_id, nonce, ciphertext, created_at, expires_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE {}",
+            key_is_current("$5")
+        );
+        for _ in 0..WRITE_ATTEMPTS {
+            let sealed = self
+                .inner
+                .keys
+                .seal(&aad, new.code_verifier.expose().as_bytes())?;
+            let n = on_pool!(self.pool(), p => {
+                sqlx::query(&sql)
+                    .bind(&state_hash)
+                    .bind(&new.environment_id)
+                    .bind(&new.link_token_id)
+                    .bind(&new.base_url)
+                    .bind(&sealed.key_id)
+                    .bind(&sealed.nonce)
+                    .bind(&sealed.ciphertext)
+                    .bind(at)
+                    .bind(expires_at)
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+            });
+            if n == 1 {
+                return Ok(state);
+            }
+            self.refresh_store_key().await?;
+        }
+        Err(key_changed())
     }
 
     /// Takes a state out of the store (so it is honoured once, by one caller). An
@@ -272,6 +264,8 @@ impl Store {
             Option<String>,
             Option<String>,
             Option<String>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
             DateTime<Utc>,
             DateTime<Utc>,
         );
@@ -279,19 +273,38 @@ impl Store {
         let row: Option<Row> = on_pool!(self.pool(), p => {
             sqlx::query_as(
                 "DELETE FROM oauth_states WHERE state_hash = $1 RETURNING environment_id, \
-                 link_token_id, base_url, code_verifier, created_at, expires_at",
+                 link_token_id, base_url, key_id, nonce, ciphertext, created_at, expires_at",
             )
             .bind(&state_hash)
             .fetch_optional(p)
             .await?
         });
-        let Some((environment_id, link_token_id, base_url, verifier, created_at, expires_at)) = row
+        let Some((
+            environment_id,
+            link_token_id,
+            base_url,
+            key_id,
+            nonce,
+            ciphertext,
+            created_at,
+            expires_at,
+        )) = row
         else {
             return Ok(None);
         };
         let corrupt = || StoreError::Corrupt("oauth state: code_verifier".into());
-        let sealed = verifier.as_deref().and_then(unpack).ok_or_else(corrupt)?;
-        let plain = self.inner.keys.open(state_hash.as_bytes(), &sealed)?;
+        let (Some(key_id), Some(nonce), Some(ciphertext)) = (key_id, nonce, ciphertext) else {
+            return Err(corrupt());
+        };
+        let sealed = Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        };
+        let plain = self
+            .inner
+            .keys
+            .open(&OAUTH_VERIFIERS.aad(&[&state_hash]), &sealed)?;
         let verifier = String::from_utf8(plain).map_err(|_| corrupt())?;
         Ok(Some(OAuthState {
             environment_id,

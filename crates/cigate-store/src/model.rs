@@ -246,12 +246,14 @@ pub struct AccountFilter {
 /// Result of [`crate::Store::rotate_keys`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RotationReport {
-    /// The key every credential is now encrypted under.
+    /// The key every sealed value is now encrypted under.
     pub current_key_id: String,
-    /// Key ids credentials were moved away from.
+    /// Key ids sealed values were moved away from.
     pub previous_key_ids: Vec<String>,
-    /// Credential rows re-encrypted.
+    /// Sealed values re-encrypted, of every kind.
     pub reencrypted: u64,
+    /// The same by table (every table holding sealed values is listed).
+    pub reencrypted_by_table: std::collections::BTreeMap<String, u64>,
     /// Keys removed from the key file (empty unless the keyring is a key file).
     pub retired_key_ids: Vec<String>,
 }

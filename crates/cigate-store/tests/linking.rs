@@ -2,7 +2,10 @@ mod common;
 
 use std::time::Duration;
 
-use cigate_store::{NewLinkToken, NewOAuthState, Secret, Store};
+use cigate_store::{
+    AccountStatus, Credential, KeyConfig, Keyring, MasterKey, NewAccount, NewLinkToken,
+    NewOAuthState, Secret, Store, StoreError,
+};
 use serde_json::json;
 
 async fn default_env(store: &Store) -> String {
@@ -111,11 +114,14 @@ both_backends!(oauth_states_are_single_use_and_expire, |ctx| {
         .unwrap();
     let raw = ctx.raw().await;
     let stored = raw
-        .strings("SELECT state_hash || ' ' || code_verifier FROM oauth_states")
+        .strings("SELECT state_hash || ' ' || key_id FROM oauth_states")
         .await;
     assert!(!stored[0].contains(state.expose()));
-    assert!(!stored[0].contains("verifier-plaintext"));
     raw.close().await;
+    let bytes = ctx.all_stored_bytes().await;
+    assert!(!bytes
+        .windows(b"verifier-plaintext".len())
+        .any(|w| w == b"verifier-plaintext"));
 
     let taken = store
         .take_oauth_state(state.expose())
@@ -149,6 +155,250 @@ both_backends!(oauth_states_are_single_use_and_expire, |ctx| {
         .unwrap();
     assert!(taken.is_expired(chrono::Utc::now()));
     store.close().await;
+});
+
+/// Every table holding sealed values, by the key ids in it (raw SQL, not the store's view).
+async fn raw_key_ids(ctx: &common::Ctx) -> Vec<(String, Vec<String>)> {
+    let raw = ctx.raw().await;
+    let mut out = Vec::new();
+    for table in [
+        "account_credentials",
+        "environment_integrations",
+        "oauth_states",
+    ] {
+        let ids = raw
+            .strings(&format!(
+                "SELECT DISTINCT key_id FROM {table} WHERE key_id IS NOT NULL ORDER BY key_id"
+            ))
+            .await;
+        out.push((table.to_owned(), ids));
+    }
+    raw.close().await;
+    out
+}
+
+fn only(key_id: &str) -> Vec<(String, Vec<String>)> {
+    [
+        "account_credentials",
+        "environment_integrations",
+        "oauth_states",
+    ]
+    .into_iter()
+    .map(|t| (t.to_owned(), vec![key_id.to_owned()]))
+    .collect()
+}
+
+fn verifier_state(env: &str, verifier: &str) -> NewOAuthState {
+    NewOAuthState {
+        environment_id: env.to_owned(),
+        link_token_id: None,
+        base_url: None,
+        code_verifier: Secret::new(verifier),
+        ttl: Duration::from_secs(600),
+    }
+}
+
+/// One of each sealed secret under the store's current key: a credential, two
+/// environments' OAuth client secrets, an OAuth state in flight.
+async fn seal_one_of_each(store: &Store) -> (String, String, Secret) {
+    let env = default_env(store).await;
+    let staging = store.ensure_environment("staging").await.unwrap().id;
+    let account = store
+        .create_account(NewAccount {
+            environment_id: env.clone(),
+            tenant_id: None,
+            integration: "buddy".into(),
+            status: AccountStatus::Active,
+            context: json!({}),
+            last_error: None,
+            credential: Credential::ApiKey {
+                api_key: Secret::new("pat-sealed"),
+            },
+        })
+        .await
+        .unwrap();
+    for (e, secret) in [(&env, "secret-default"), (&staging, "secret-staging")] {
+        store
+            .put_environment_integration(
+                e,
+                "buddy",
+                json!({ "oauth": { "client_id": "cid" } }),
+                Some(Secret::new(secret)),
+            )
+            .await
+            .unwrap();
+    }
+    let state = store
+        .create_oauth_state(verifier_state(&env, "verifier-in-flight"))
+        .await
+        .unwrap();
+    (env, account.id, state)
+}
+
+async fn client_secret(store: &Store, env: &str) -> String {
+    store
+        .environment_integration(env, "buddy")
+        .await
+        .unwrap()
+        .unwrap()
+        .secret
+        .unwrap()
+        .expose()
+        .to_owned()
+}
+
+both_backends!(
+    rotation_moves_every_sealed_secret_and_retires_the_key,
+    |ctx| {
+        let store = ctx.store().await;
+        let (env, account_id, state) = seal_one_of_each(&store).await;
+        let staging = store.ensure_environment("staging").await.unwrap().id;
+        let old = Keyring::parse(&std::fs::read_to_string(ctx.key_file()).unwrap()).unwrap();
+        let old_id = old.current().id().to_owned();
+        assert_eq!(raw_key_ids(&ctx).await, only(&old_id));
+        // Another process that started before the rotation (as `cigate keys rotate` runs
+        // beside the servers).
+        let server = ctx.connect(KeyConfig::File(ctx.key_file())).await.unwrap();
+
+        let report = store.rotate_keys(None).await.unwrap();
+        let new_id = report.current_key_id.clone();
+        assert_ne!(new_id, old_id);
+        assert_eq!(report.retired_key_ids, vec![old_id.clone()]);
+        assert_eq!(report.previous_key_ids, vec![old_id.clone()]);
+        assert_eq!(report.reencrypted, 4);
+        let by_table: Vec<(&str, u64)> = report
+            .reencrypted_by_table
+            .iter()
+            .map(|(t, n)| (t.as_str(), *n))
+            .collect();
+        assert_eq!(
+            by_table,
+            vec![
+                ("account_credentials", 1),
+                ("environment_integrations", 2),
+                ("oauth_states", 1)
+            ]
+        );
+        // Nothing is left under the old key, by raw SQL and by the store's own count.
+        assert_eq!(raw_key_ids(&ctx).await, only(&new_id));
+        for (table, by_key) in store.sealed_key_usage().await.unwrap() {
+            assert_eq!(by_key.keys().collect::<Vec<_>>(), vec![&new_id], "{table}");
+        }
+
+        // The process that ran the rotation holds the new key only, and reads everything.
+        assert_eq!(store.key_ids(), vec![new_id.clone()]);
+        assert_eq!(client_secret(&store, &env).await, "secret-default");
+        assert_eq!(client_secret(&store, &staging).await, "secret-staging");
+        // The older process picks up the rotated key file.
+        assert_eq!(client_secret(&server, &env).await, "secret-default");
+        let taken = server
+            .take_oauth_state(state.expose())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.code_verifier.expose(), "verifier-in-flight");
+
+        // A restart with the old key alone is refused; with the rotated key file it reads
+        // every kind of secret.
+        assert!(matches!(
+            ctx.connect(KeyConfig::Keys(old)).await,
+            Err(StoreError::Key(_))
+        ));
+        let restarted = ctx.connect(KeyConfig::File(ctx.key_file())).await.unwrap();
+        assert_eq!(restarted.key_ids(), vec![new_id.clone()]);
+        assert_eq!(client_secret(&restarted, &staging).await, "secret-staging");
+        assert_eq!(
+            restarted.credential(&env, &account_id).await.unwrap(),
+            Some(Credential::ApiKey {
+                api_key: Secret::new("pat-sealed")
+            })
+        );
+        for s in [store, server, restarted] {
+            s.close().await;
+        }
+    }
+);
+
+both_backends!(sealed_writes_follow_a_rotation_by_another_process, |ctx| {
+    let old = MasterKey::generate();
+    let new = MasterKey::generate();
+    let first = ctx
+        .connect(KeyConfig::Env(old.to_base64().expose().to_owned()))
+        .await
+        .unwrap();
+    first.migrate().await.unwrap();
+    let (env, _, _) = seal_one_of_each(&first).await;
+    first.close().await;
+
+    // Both instances are redeployed with `new,old`; until the rotation they write under
+    // the store's key, `old`.
+    let both = format!("{},{}", new.to_base64().expose(), old.to_base64().expose());
+    let rotator = ctx.connect(KeyConfig::Env(both.clone())).await.unwrap();
+    let other = ctx.connect(KeyConfig::Env(both)).await.unwrap();
+    other
+        .put_environment_integration(&env, "buddy", json!({}), Some(Secret::new("before")))
+        .await
+        .unwrap();
+    assert_eq!(raw_key_ids(&ctx).await, only(old.id()));
+
+    let report = rotator.rotate_keys(None).await.unwrap();
+    assert_eq!(report.current_key_id, new.id());
+    assert_eq!(raw_key_ids(&ctx).await, only(new.id()));
+    // `other` still believes `old` is current: its writes miss the key check, re-read
+    // it and land under `new`.
+    other
+        .put_environment_integration(&env, "buddy", json!({}), Some(Secret::new("after")))
+        .await
+        .unwrap();
+    other
+        .create_oauth_state(verifier_state(&env, "after"))
+        .await
+        .unwrap();
+    assert_eq!(raw_key_ids(&ctx).await, only(new.id()));
+    assert_eq!(client_secret(&rotator, &env).await, "after");
+
+    // The new key alone now suffices.
+    let alone = ctx
+        .connect(KeyConfig::Env(new.to_base64().expose().to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(client_secret(&alone, &env).await, "after");
+    for s in [rotator, other, alone] {
+        s.close().await;
+    }
+});
+
+both_backends!(a_wrong_key_for_a_client_secret_fails_start_up, |ctx| {
+    let store = ctx.store().await;
+    let env = default_env(&store).await;
+    store
+        .put_environment_integration(&env, "buddy", json!({}), Some(Secret::new("s")))
+        .await
+        .unwrap();
+    store.close().await;
+    // The secret's key id is rewritten to one the key file does not hold.
+    let raw = ctx.raw().await;
+    match &raw {
+        common::Raw::Sqlite(p) => {
+            sqlx::query("UPDATE environment_integrations SET key_id = 'deadbeef'")
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        common::Raw::Postgres(p) => {
+            sqlx::query("UPDATE environment_integrations SET key_id = 'deadbeef'")
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+    raw.close().await;
+    let err = ctx
+        .connect(KeyConfig::File(ctx.key_file()))
+        .await
+        .expect_err("start-up refuses the store");
+    assert!(matches!(err, StoreError::Key(_)), "{err}");
+    assert!(err.to_string().contains("deadbeef"), "{err}");
 });
 
 both_backends!(account_events_and_environment_integrations, |ctx| {

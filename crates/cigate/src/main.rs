@@ -104,7 +104,8 @@ enum ApiTokenCommand {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// Re-encrypt every credential under a new master key while servers keep running.
+    /// Re-encrypt every sealed secret (account credentials, OAuth client secrets, OAuth
+    /// states in flight) under a new master key while servers keep running.
     Rotate {
         #[command(flatten)]
         store: StoreArgs,

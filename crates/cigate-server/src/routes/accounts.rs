@@ -15,7 +15,7 @@ use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, QueryPairs};
 use crate::gateway::load;
-use crate::linking::{self, is_secret_key, Target};
+use crate::linking::{self, is_secret_key, string_field, Target};
 use crate::state::AppState;
 use crate::{oauth, refresh};
 
@@ -64,19 +64,6 @@ pub struct CreateAccount {
 
 fn default_auth_method() -> String {
     "api_key".into()
-}
-
-pub(crate) fn string_field<'a>(
-    context: &'a Map<String, Value>,
-    key: &str,
-) -> ApiResult<Option<&'a str>> {
-    match context.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim())),
-        Some(_) => Err(ApiError::Validation(format!(
-            "`context.{key}` must be a non-empty string"
-        ))),
-    }
 }
 
 /// `base_url`, else `region`, else Buddy's US cloud.

@@ -132,7 +132,9 @@ pub struct CreateLinkToken {
     pub redirect_uri: Option<String>,
     /// Reconnect this account in place (same id, new credential).
     pub integrated_account_id: Option<String>,
-    /// Non-secret context copied onto the account.
+    /// Non-secret context copied onto the account. `base_url` (a self-hosted Buddy's API,
+    /// or a region's) or `region` (`us`, `eu`) makes that choice for the end user: the
+    /// Link page then does not ask where the account is. Checked like any base URL.
     #[serde(default)]
     pub context: Map<String, Value>,
     /// Only `buddy`.
@@ -177,6 +179,15 @@ pub async fn create_link_token(
             "`context.{key}` looks secret; link tokens carry no credentials"
         )));
     }
+    // A Buddy the product names is checked now like any base URL, so the page can use
+    // it without asking the end user.
+    let mut context = body.context;
+    if let Some(url) = linking::named_base_url(&context)? {
+        let url = checked_base_url(&state, &url).await.map_err(|err| {
+            ApiError::Validation(format!("`context.base_url` is not allowed: {err}"))
+        })?;
+        context.insert("base_url".into(), Value::String(url));
+    }
     let ttl = body.expires_in.map(Duration::from_secs).unwrap_or(LINK_TTL);
     if ttl.is_zero() || ttl > MAX_LINK_TTL {
         return Err(ApiError::Validation(
@@ -190,7 +201,7 @@ pub async fn create_link_token(
             tenant_id,
             integrated_account_id: body.integrated_account_id,
             redirect_uri: body.redirect_uri,
-            context: Value::Object(body.context),
+            context: Value::Object(context),
             ttl,
         })
         .await
@@ -327,6 +338,9 @@ struct ConnectPage {
     ui: Vec<(String, String)>,
     region: String,
     base_url: String,
+    /// Where the account is, in words, when the link token names its Buddy (no picker
+    /// then); empty otherwise.
+    named: String,
     show_oauth: bool,
     show_token: bool,
 }
@@ -584,6 +598,11 @@ async fn form_page(
         Some("oauth2") if has_oauth => (true, false),
         _ => (has_oauth, true),
     };
+    let named = named_by(link)
+        .ok()
+        .flatten()
+        .map(|url| describe_buddy(&url))
+        .unwrap_or_default();
     page(
         state,
         status,
@@ -600,6 +619,7 @@ async fn form_page(
             ui: ui.pairs(),
             region: region.to_owned(),
             base_url: base_url.to_owned(),
+            named,
             show_oauth,
             show_token,
         },
@@ -690,20 +710,57 @@ async fn check_post(
     Ok(Posted { link, form })
 }
 
-/// The base URL the user picked, checked against the upstream policy.
-async fn chosen_base_url(state: &AppState, form: &ConnectForm) -> Result<String, String> {
-    let raw = match form.region.as_deref().unwrap_or("us") {
-        "us" => cigate_buddy::base_url::US_BASE_URL.to_owned(),
-        "eu" => cigate_buddy::base_url::EU_BASE_URL.to_owned(),
-        "self_hosted" => match form.base_url.as_deref().map(str::trim) {
-            Some(url) if !url.is_empty() => url.to_owned(),
-            _ => return Err("Enter the address of your self-hosted Buddy API.".into()),
-        },
-        _ => return Err("Choose where your Buddy account is.".into()),
-    };
-    cigate_buddy::base_url::validate_base_url(&raw, state.upstream_policy())
+/// The Buddy the link token's context names, if any.
+fn named_by(link: &LinkToken) -> ApiResult<Option<String>> {
+    match link.context.as_object() {
+        Some(context) => linking::named_base_url(context),
+        None => Ok(None),
+    }
+}
+
+/// A Buddy base URL as the page names it to the end user.
+fn describe_buddy(url: &str) -> String {
+    use cigate_buddy::base_url::{resolve_base_url, Region};
+    match resolve_base_url(url) {
+        Ok((Region::Us, _)) => "Buddy cloud, US region".into(),
+        Ok((Region::Eu, _)) => "Buddy cloud, EU region".into(),
+        _ => format!("Self-hosted Buddy at {url}"),
+    }
+}
+
+/// `raw` checked against the upstream policy, without a trailing slash.
+async fn checked_base_url(
+    state: &AppState,
+    raw: &str,
+) -> Result<String, cigate_buddy::base_url::BaseUrlError> {
+    cigate_buddy::base_url::validate_base_url(raw, state.upstream_policy())
         .await
         .map(|url| url.to_string().trim_end_matches('/').to_owned())
+}
+
+/// The Buddy the link token names, else the one the user picked; checked against the
+/// upstream policy. (The form's choice is ignored when the link names one.)
+async fn chosen_base_url(
+    state: &AppState,
+    link: &LinkToken,
+    form: &ConnectForm,
+) -> Result<String, String> {
+    let named = named_by(link)
+        .map_err(|err| format!("This link names a Buddy that cannot be used: {err}."))?;
+    let raw = match named {
+        Some(url) => url,
+        None => match form.region.as_deref().unwrap_or("us") {
+            "us" => cigate_buddy::base_url::US_BASE_URL.to_owned(),
+            "eu" => cigate_buddy::base_url::EU_BASE_URL.to_owned(),
+            "self_hosted" => match form.base_url.as_deref().map(str::trim) {
+                Some(url) if !url.is_empty() => url.to_owned(),
+                _ => return Err("Enter the address of your self-hosted Buddy API.".into()),
+            },
+            _ => return Err("Choose where your Buddy account is.".into()),
+        },
+    };
+    checked_base_url(state, &raw)
+        .await
         .map_err(|err| format!("This Buddy address cannot be used: {err}."))
 }
 
@@ -804,7 +861,7 @@ async fn connect_token(State(state): State<AppState>, headers: HeaderMap, body: 
             .await
         }
     };
-    let base_url = match chosen_base_url(&state, &form).await {
+    let base_url = match chosen_base_url(&state, &link, &form).await {
         Ok(url) => url,
         Err(message) => return again(message, StatusCode::UNPROCESSABLE_ENTITY).await,
     };
@@ -840,7 +897,7 @@ async fn connect_oauth(State(state): State<AppState>, headers: HeaderMap, body: 
     let token = form.link_token.clone().unwrap_or_default();
     let region = form.region.clone().unwrap_or_else(|| "us".into());
     let typed_url = form.base_url.clone().unwrap_or_default();
-    let base_url = match chosen_base_url(&state, &form).await {
+    let base_url = match chosen_base_url(&state, &link, &form).await {
         Ok(url) => url,
         Err(message) => {
             return form_page(
