@@ -1,7 +1,7 @@
 //! Every error the HTTP API can answer, rendered in one place as RFC 9457 problem+json
 //! carrying Truto's members (`statusCode`, `error`, `message`) beside RFC 9457's.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cigate_buddy::error::BuddyError;
@@ -86,6 +86,9 @@ pub enum ApiError {
     IdempotencyInProgress,
     #[error("{0}")]
     Unsupported(String),
+    /// The route exists without this method; the response's `Allow` lists those it has.
+    #[error("{0} is not allowed on this route; see the Allow header")]
+    MethodNotAllowed(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -129,6 +132,7 @@ impl ApiError {
                 | Self::IdempotencyKeyReused
                 | Self::IdempotencyInProgress
                 | Self::Unsupported(_)
+                | Self::MethodNotAllowed(_)
         )
     }
 
@@ -151,6 +155,7 @@ impl ApiError {
             Self::Conflict { .. } | Self::IdempotencyInProgress => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamRateLimited { .. } | Self::TooManyRequests { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -177,6 +182,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => "/problems/idempotency-key-reused",
             Self::IdempotencyInProgress => "/problems/idempotency-key-in-progress",
             Self::Unsupported(_) => "/problems/unsupported",
+            Self::MethodNotAllowed(_) => "/problems/method-not-allowed",
             Self::UpstreamTimeout => "/problems/upstream-timeout",
             Self::UpstreamRateLimited { .. } => "/problems/upstream-rate-limited",
             Self::TooManyRequests { .. } => "/problems/rate-limited",
@@ -288,6 +294,15 @@ impl From<JsonRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request("/problems/invalid-parameter", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        if rejection.status().is_server_error() {
+            return Self::Internal(rejection.body_text());
+        }
         Self::bad_request("/problems/invalid-parameter", rejection.body_text())
     }
 }

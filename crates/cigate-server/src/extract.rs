@@ -1,6 +1,7 @@
 //! Extractors whose rejections are problem+json instead of axum's plain text.
 
-use axum::extract::FromRequest;
+use axum::extract::{FromRequest, FromRequestParts};
+use cigate_core::params;
 
 use crate::error::ApiError;
 
@@ -9,6 +10,34 @@ use crate::error::ApiError;
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Path` with its rejections (a segment that is not UTF-8, a value of
+/// the wrong type) rendered by [`ApiError`] as problem+json.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// Query parameters that name upstream objects spliced into upstream URLs.
+const SCOPING_PARAMS: [&str; 4] = ["workspace", "repo", "project", "workflow"];
+
+/// Refuses, before any lookup or upstream call, scoping parameters that cannot name an
+/// upstream object (`workspace=a%2Fb`, `repo=..`, `workspace=acme%00`) and job filter
+/// values outside the normalised vocabularies: the caller's mistake, answered 400
+/// naming the parameter, instead of an upstream error.
+pub fn check_scope_params(query: &QueryPairs) -> Result<(), ApiError> {
+    for name in SCOPING_PARAMS {
+        if let Some(value) = query.get(name) {
+            params::check_identifier(name, value)?;
+        }
+    }
+    if let Some(status) = query.get("status") {
+        params::check_job_status(status)?;
+    }
+    if let Some(conclusion) = query.get("conclusion") {
+        params::check_job_conclusion(conclusion)?;
+    }
+    Ok(())
+}
 
 /// A JSON body that may be absent: an empty body is `None`, anything else must parse.
 pub fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {

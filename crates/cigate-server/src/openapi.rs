@@ -6,28 +6,43 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{accounts, admin, link, proxy, unified, writes};
 use crate::state::AppState;
 
+/// Tags in the order a user meets them: the unified API first, admin last. `/docs`
+/// lists operations under these headings in this order.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "cigate",
-        description = "One HTTP API for your customers' CI/CD data (Buddy first), following Truto's Unified CI/CD API conventions.",
+        description = "One HTTP API for your customers' CI/CD data (Buddy first), following Truto's Unified CI/CD API conventions.\n\nEvery request but the health checks carries `Authorization: Bearer <API token>`. Every error is `application/problem+json` with a stable `type` (see the `Problem` schema). Lists answer `{ result, next_cursor, prev_cursor, result_count }`; pass `next_cursor` back, changing nothing else, for the next page.",
+    ),
+    tags(
+        (name = TAG_UNIFIED, description = "Normalised reads of workspaces, repos, branches, pull requests, workflows and jobs of a linked account."),
+        (name = TAG_WRITES, description = "Run, cancel, retry and approve jobs, read their logs, manage workflows and variables. POST and PATCH honour `Idempotency-Key`."),
+        (name = TAG_PROXY, description = "Any Buddy API call with the account's credential injected: `/proxy` in cigate's conventions, `/custom` byte for byte."),
+        (name = TAG_ACCOUNTS, description = "Integrated accounts: one customer's connected Buddy account."),
+        (name = TAG_LINKING, description = "The hosted Link flow your end users connect Buddy through, and the environment's OAuth app."),
+        (name = TAG_ENVIRONMENTS, description = "The environment an API token belongs to."),
+        (name = TAG_TOKENS, description = "API tokens of the environment."),
+        (name = TAG_OPERATIONS, description = "Health checks for load balancers and orchestrators; no token needed."),
     ),
     paths(
-        admin::healthz, admin::readyz, admin::list_environments, admin::get_environment,
-        admin::create_api_token, admin::list_api_tokens, admin::delete_api_token,
-        accounts::create, accounts::list, accounts::fetch, accounts::update, accounts::remove, accounts::refresh,
         unified::list, unified::fetch,
-        proxy::proxy, proxy::custom,
         writes::run_job, writes::operate, writes::logs, writes::create_workflow, writes::update, writes::remove,
         writes::list_variables, writes::get_variable, writes::create_variable, writes::update_variable, writes::delete_variable,
+        proxy::proxy, proxy::custom,
+        accounts::create, accounts::list, accounts::fetch, accounts::update, accounts::remove, accounts::refresh,
         link::create_link_token, link::put_integration, link::get_integration,
+        admin::list_environments, admin::get_environment,
+        admin::create_api_token, admin::list_api_tokens, admin::delete_api_token,
+        admin::healthz, admin::readyz,
     ),
     components(schemas(
+        Problem,
         admin::NewApiToken, accounts::CreateAccount, accounts::UpdateAccount, accounts::RefreshCredentials,
         link::CreateLinkToken, link::IntegrationSettings, link::OAuthSettings,
         cigate_core::model::Workspace, cigate_core::model::Repo, cigate_core::model::Branch,
@@ -36,9 +51,58 @@ use crate::state::AppState;
         cigate_core::model::Variable, cigate_core::model::VariableScope, cigate_core::JobRun, cigate_core::RunVariable,
         cigate_core::JobLog, cigate_core::WorkflowInput, cigate_core::VariableInput, writes::ApproveBody,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Problems),
 )]
 pub struct ApiDoc;
+
+pub const TAG_UNIFIED: &str = "Unified CI/CD";
+pub const TAG_WRITES: &str = "Unified CI/CD writes";
+pub const TAG_PROXY: &str = "Proxy";
+pub const TAG_ACCOUNTS: &str = "Integrated accounts";
+pub const TAG_LINKING: &str = "Linking";
+pub const TAG_ENVIRONMENTS: &str = "Environments";
+pub const TAG_TOKENS: &str = "API tokens";
+pub const TAG_OPERATIONS: &str = "Operations";
+
+/// The body of every error (RFC 9457 with Truto's members), `application/problem+json`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "statusCode": 400, "error": "Bad Request",
+    "message": "query parameter `workspace` is required for this resource",
+    "type": "/problems/missing-parameter", "title": "Bad Request", "status": 400,
+    "detail": "query parameter `workspace` is required for this resource",
+    "details": {"missing_required_query_parameters": ["workspace"]}
+}))]
+#[allow(dead_code)] // a schema only: responses are built by `ApiError`
+pub struct Problem {
+    /// The HTTP status (Truto's member).
+    #[serde(rename = "statusCode")]
+    status_code: u16,
+    /// The status's reason phrase (Truto's member).
+    error: String,
+    /// What went wrong, for people (Truto's member; same as `detail`).
+    message: String,
+    /// Stable identifier of the kind of problem, e.g. `/problems/invalid-parameter`;
+    /// switch on this, never on the wording.
+    #[serde(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    detail: String,
+    /// Structured detail, e.g. `missing_required_query_parameters`, `missing_scopes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    details: Option<serde_json::Value>,
+    /// Present and true when Buddy answered with the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truto_is_remote_error: Option<bool>,
+    /// Buddy's status, when Buddy answered with the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_status: Option<u16>,
+    /// Buddy's body (parsed when JSON), when Buddy answered with the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_response: Option<serde_json::Value>,
+}
 
 struct BearerAuth;
 
@@ -49,6 +113,53 @@ impl Modify for BearerAuth {
             "api_token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Every error response is problem+json, and every operation behind a token lists the
+/// answers any such request can get (401 without a valid token, 429 over cigate's own
+/// per-token limit), so the handlers' attributes list only their own.
+struct Problems;
+
+impl Modify for Problems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut operation.responses.responses;
+                if operation.security.is_some() {
+                    for (status, description) in [
+                        ("401", "missing or invalid API token"),
+                        ("429", "over cigate's limit for this API token or account, or Buddy's rate limit for the account is spent before the deadline; see `Retry-After`"),
+                    ] {
+                        responses
+                            .entry(status.to_owned())
+                            .or_insert_with(|| Response::new(description).into());
+                    }
+                }
+                for (status, response) in responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if (status.starts_with('4') || status.starts_with('5'))
+                        && response.content.is_empty()
+                    {
+                        response.content.insert(
+                            "application/problem+json".to_owned(),
+                            Content::new(Some(Ref::from_schema_name("Problem"))),
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 
