@@ -41,10 +41,10 @@ pub fn check_identifier(name: &str, value: &str) -> Result<(), ProviderError> {
     Ok(())
 }
 
-/// A value from a fixed vocabulary, compared case-insensitively; the error lists the
+/// A value from a fixed vocabulary, exactly as spelled there; the error lists the
 /// allowed values so the caller can correct the request.
 pub fn check_choice(name: &str, value: &str, allowed: &[&str]) -> Result<(), ProviderError> {
-    if allowed.iter().any(|a| a.eq_ignore_ascii_case(value)) {
+    if allowed.contains(&value) {
         return Ok(());
     }
     Err(ProviderError::InvalidParameter {
@@ -94,7 +94,8 @@ mod tests {
     #[test]
     fn job_filters_name_the_allowed_values() {
         assert!(check_job_status("completed").is_ok());
-        assert!(check_job_status("IN_PROGRESS").is_ok());
+        assert!(check_job_status("in_progress").is_ok());
+        assert!(check_job_status("COMPLETED").is_err());
         assert!(check_job_conclusion("passed").is_ok());
         let err = check_job_status("done").unwrap_err().to_string();
         assert!(

@@ -86,9 +86,13 @@ pub enum ApiError {
     IdempotencyInProgress,
     #[error("{0}")]
     Unsupported(String),
-    /// The route exists without this method; the response's `Allow` lists those it has.
-    #[error("{0} is not allowed on this route; see the Allow header")]
-    MethodNotAllowed(String),
+    /// The route exists without this method; the response's `Allow` lists those it has
+    /// (`allow`, or, for routes axum refuses itself, axum's).
+    #[error("{method} is not allowed on this route; see the Allow header")]
+    MethodNotAllowed {
+        method: String,
+        allow: Option<&'static str>,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -132,7 +136,7 @@ impl ApiError {
                 | Self::IdempotencyKeyReused
                 | Self::IdempotencyInProgress
                 | Self::Unsupported(_)
-                | Self::MethodNotAllowed(_)
+                | Self::MethodNotAllowed { .. }
         )
     }
 
@@ -155,7 +159,7 @@ impl ApiError {
             Self::Conflict { .. } | Self::IdempotencyInProgress => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamRateLimited { .. } | Self::TooManyRequests { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -182,7 +186,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => "/problems/idempotency-key-reused",
             Self::IdempotencyInProgress => "/problems/idempotency-key-in-progress",
             Self::Unsupported(_) => "/problems/unsupported",
-            Self::MethodNotAllowed(_) => "/problems/method-not-allowed",
+            Self::MethodNotAllowed { .. } => "/problems/method-not-allowed",
             Self::UpstreamTimeout => "/problems/upstream-timeout",
             Self::UpstreamRateLimited { .. } => "/problems/upstream-rate-limited",
             Self::TooManyRequests { .. } => "/problems/rate-limited",
@@ -211,6 +215,10 @@ impl IntoResponse for ApiError {
             | Self::TooManyRequests {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let allow = match &self {
+            Self::MethodNotAllowed { allow, .. } => *allow,
             _ => None,
         };
         if let Self::Internal(detail) = &self {
@@ -272,6 +280,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(allow) = allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         if local {
             response

@@ -39,17 +39,22 @@ pub fn check_scope_params(query: &QueryPairs) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A JSON body that may be absent: an empty body is `None`, anything else must parse.
+/// A JSON body that may be absent: an empty body or `null` is `None`, anything else
+/// must parse.
 pub fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|err| match err.classify() {
-            serde_json::error::Category::Data => ApiError::Validation(err.to_string()),
-            _ => ApiError::InvalidBody(err.to_string()),
-        })
+    serde_json::from_slice::<Option<T>>(body).map_err(|err| match err.classify() {
+        serde_json::error::Category::Data => ApiError::Validation(err.to_string()),
+        _ => ApiError::InvalidBody(err.to_string()),
+    })
+}
+
+/// A JSON body that must be present, for handlers that read the body only after
+/// checks that decide the answer first (a 405 before a body complaint).
+pub fn required_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    optional_json(body)?.ok_or_else(|| ApiError::InvalidBody("a JSON body is required".into()))
 }
 
 /// The raw query string as ordered pairs. Truto's conventions use bracketed keys

@@ -5,8 +5,11 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
+use cigate_core::model::{job_conclusion, job_status};
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Content, Ref, RefOr, Response};
+use utoipa::openapi::{Content, Ref, RefOr, Required, Response};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{accounts, admin, link, proxy, unified, writes};
@@ -42,7 +45,7 @@ use crate::state::AppState;
         admin::healthz, admin::readyz,
     ),
     components(schemas(
-        Problem,
+        Problem, UnifiedResource,
         admin::NewApiToken, accounts::CreateAccount, accounts::UpdateAccount, accounts::RefreshCredentials,
         link::CreateLinkToken, link::IntegrationSettings, link::OAuthSettings,
         cigate_core::model::Workspace, cigate_core::model::Repo, cigate_core::model::Branch,
@@ -63,6 +66,21 @@ pub const TAG_LINKING: &str = "Linking";
 pub const TAG_ENVIRONMENTS: &str = "Environments";
 pub const TAG_TOKENS: &str = "API tokens";
 pub const TAG_OPERATIONS: &str = "Operations";
+
+/// The `{resource}` of `/unified/ci-cd/{resource}[/{id}]`; `workflow` is Truto's
+/// spelling, `workflows` an alias. Any other name is 404.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(dead_code)] // a schema only: handlers parse `cigate_core::Resource`
+pub enum UnifiedResource {
+    Workspaces,
+    Repos,
+    Branches,
+    PullRequests,
+    Workflow,
+    Workflows,
+    Jobs,
+}
 
 /// The body of every error (RFC 9457 with Truto's members), `application/problem+json`.
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -123,7 +141,7 @@ struct Problems;
 
 impl Modify for Problems {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             for operation in [
                 &mut item.get,
                 &mut item.put,
@@ -134,6 +152,9 @@ impl Modify for Problems {
             .into_iter()
             .flatten()
             {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    constrain(path, parameter);
+                }
                 let responses = &mut operation.responses.responses;
                 if operation.security.is_some() {
                     for (status, description) in [
@@ -161,6 +182,57 @@ impl Modify for Problems {
             }
         }
     }
+}
+
+/// What the handlers check, stated in the document in one place: scoping identifiers
+/// (`cigate_core::params::check_identifier`), the job filter and account status
+/// vocabularies, the `Idempotency-Key` shape, and that a required string must not be
+/// empty (an empty value counts as absent).
+fn constrain(path: &str, parameter: &mut Parameter) {
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    let schema = match (&parameter.parameter_in, parameter.name.as_str()) {
+        (ParameterIn::Query, "workspace" | "repo" | "project" | "workflow") => Some(
+            string()
+                .pattern(Some(IDENTIFIER_PATTERN))
+                .max_length(Some(cigate_core::params::MAX_IDENTIFIER_LEN)),
+        ),
+        (ParameterIn::Query, "status") if path.starts_with("/integrated-account") => {
+            Some(string().enum_values(Some(ACCOUNT_STATUSES)))
+        }
+        (ParameterIn::Query, "status") => {
+            Some(string().enum_values(Some(job_status::ALL.iter().copied())))
+        }
+        (ParameterIn::Query, "conclusion") => {
+            Some(string().enum_values(Some(job_conclusion::ALL.iter().copied())))
+        }
+        (ParameterIn::Header, "Idempotency-Key") => Some(
+            string()
+                .pattern(Some(r"^[\t\x20-\x7e]*[\x21-\x7e][\t\x20-\x7e]*$"))
+                .max_length(Some(crate::idempotency::MAX_KEY_LEN)),
+        ),
+        (ParameterIn::Query, _)
+            if matches!(parameter.required, Required::True) && is_string(parameter) =>
+        {
+            Some(string().min_length(Some(1)))
+        }
+        _ => None,
+    };
+    if let Some(schema) = schema {
+        parameter.schema = Some(RefOr::T(Schema::Object(schema.build())));
+    }
+}
+
+/// One path segment: no control characters (C0, DEL, C1), separators, `%`, `?`, `#`,
+/// and not `.` or `..` (see `cigate_core::params::check_identifier`).
+const IDENTIFIER_PATTERN: &str = r"^(?!\.{1,2}$)[^/\\%?#\x00-\x1f\x7f-\x9f]+$";
+
+const ACCOUNT_STATUSES: [&str; 4] = ["connecting", "active", "needs_reauth", "validation_error"];
+
+fn is_string(parameter: &Parameter) -> bool {
+    matches!(
+        &parameter.schema,
+        Some(RefOr::T(Schema::Object(object))) if object.schema_type == SchemaType::Type(Type::String)
+    )
 }
 
 const REDOC_JS: &[u8] = include_bytes!("../assets/redoc.standalone.js");

@@ -199,6 +199,16 @@ async fn a_method_a_route_lacks_is_405_with_allow() {
             vec!["GET", "POST"],
         ),
         (reqwest::Method::POST, "/healthz", vec!["GET"]),
+        (
+            reqwest::Method::TRACE,
+            "/proxy/workspaces?integrated_account_id=x",
+            vec!["GET", "POST", "PUT", "PATCH", "DELETE"],
+        ),
+        (
+            reqwest::Method::from_bytes(b"PROPFIND").unwrap(),
+            "/custom/workspaces?integrated_account_id=x",
+            vec!["GET", "POST"],
+        ),
     ] {
         let response = h
             .http

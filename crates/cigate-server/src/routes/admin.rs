@@ -54,7 +54,10 @@ pub async fn not_found() -> ApiError {
 
 /// A route that exists without the request's method (axum adds `Allow`).
 pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
-    ApiError::MethodNotAllowed(method.to_string())
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        allow: None,
+    }
 }
 
 /// The caller's environment (a token sees only its own).

@@ -138,6 +138,7 @@ pub struct CreateLinkToken {
     /// Only `buddy`.
     pub integration: Option<String>,
     /// Lifetime in seconds (default 7 days, at most 30).
+    #[schema(minimum = 1, maximum = 2592000)]
     pub expires_in: Option<u64>,
 }
 

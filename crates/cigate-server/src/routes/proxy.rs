@@ -14,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
 use axum::{Extension, Router};
 use cigate_buddy::client::{
@@ -121,7 +121,7 @@ impl Mode {
         ("path" = String, Path, description = "Buddy API path, e.g. `workspaces/acme/projects`", example = "workspaces"),
         ("integrated_account_id" = String, Query, description = "the linked account"),
         ("next_cursor" = Option<String>, Query, description = "from a previous list page"),
-        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, description = "deadline of the call, retries and rate-limit waits included"),
+        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, maximum = 300000, description = "deadline of the call, retries and rate-limit waits included"),
     ),
     responses(
         (status = 200, description = "Buddy's object as sent, or its list in the list envelope",
@@ -149,7 +149,7 @@ pub async fn proxy(
     params(
         ("path" = String, Path, description = "Buddy API path", example = "workspaces"),
         ("integrated_account_id" = String, Query, description = "the linked account"),
-        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, description = "deadline until Buddy's response head"),
+        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, maximum = 300000, description = "deadline until Buddy's response head"),
     ),
     responses(
         (status = 200, description = "Buddy's answer: status, headers and body, streamed"),
@@ -180,6 +180,9 @@ fn buddy_path(raw: &str, mode: Mode) -> ApiResult<String> {
     validate_path(rest).map_err(|err| ApiError::InvalidPath(err.to_string()))
 }
 
+/// The methods `/proxy` and `/custom` forward (the `Allow` of a 405).
+const PROXIED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 fn allowed_method(method: &Method) -> ApiResult<()> {
     match *method {
         Method::GET
@@ -189,10 +192,10 @@ fn allowed_method(method: &Method) -> ApiResult<()> {
         | Method::PATCH
         | Method::DELETE
         | Method::OPTIONS => Ok(()),
-        _ => Err(ApiError::bad_request(
-            "/problems/invalid-method",
-            format!("{method} cannot be proxied"),
-        )),
+        _ => Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allow: Some(PROXIED_METHODS),
+        }),
     }
 }
 
@@ -539,7 +542,13 @@ async fn wrap(
     let rate = rate_limit(&headers);
     let bytes = read_limited(response, MAX_PROXY_BODY).await?;
     if !status.is_success() {
-        return Err(note_status(state, caller, account, client, status.as_u16(), &bytes).await);
+        let err = note_status(state, caller, account, client, status.as_u16(), &bytes).await;
+        let mut out = err.into_response();
+        // A 405's `Allow` is what the caller needs to correct the request.
+        if let Some(allow) = headers.get(header::ALLOW) {
+            out.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        return Ok(out);
     }
     let listed = paging.as_ref().and_then(|paging| {
         let (fields, array) = collection(&bytes)?;

@@ -134,7 +134,7 @@ fn binding(caller: &Caller, account_id: &str, resource: Resource, q: &ListQuery)
     summary = "List records of a resource",
     description = "A page of normalised records of one resource of the account. Buddy's scoping parameters are named as Truto names them: `repos` need `workspace`; `branches`, `pull-requests` and `workflow` need `workspace` and `repo`; `jobs` need `workspace` and `project` (without `workflow` the jobs of every pipeline are merged, newest first). `workspace` may be left out when the account has one.",
     params(
-        ("resource" = String, Path, description = "workspaces, repos, branches, pull-requests, workflow (or workflows), jobs", example = "jobs"),
+        ("resource" = crate::openapi::UnifiedResource, Path, description = "the kind of record", example = "jobs"),
         ("integrated_account_id" = String, Query, description = "the linked account to read"),
         ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
         ("repo" = Option<String>, Query, description = "Buddy project name (alias `project`)"),
@@ -150,7 +150,7 @@ fn binding(caller: &Caller, account_id: &str, resource: Resource, q: &ListQuery)
         ("truto_ignore_remote_data" = Option<bool>, Query, description = "drop `remote_data`"),
         ("truto_exclude_fields" = Option<String>, Query, description = "comma-separated fields to drop"),
         ("truto_response_format" = Option<String>, Query, description = "`raw` returns Buddy's objects"),
-        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, description = "deadline of the call, retries and rate-limit waits included"),
+        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, maximum = 300000, description = "deadline of the call, retries and rate-limit waits included"),
     ),
     responses(
         (status = 200, description = "the list envelope; `result` holds records of the resource's schema (Workspace, Repo, Branch, PullRequest, Workflow, Job)", body = ListEnvelope<Job>,
@@ -207,7 +207,7 @@ pub async fn list(
     summary = "Get one record",
     description = "One normalised record by its id, scoped like the list (`workspace`, `repo`/`project`, `workflow`).",
     params(
-        ("resource" = String, Path, description = "workspaces, repos, branches, pull-requests, workflow (or workflows), jobs", example = "repos"),
+        ("resource" = crate::openapi::UnifiedResource, Path, description = "the kind of record", example = "repos"),
         ("id" = String, Path, description = "the record's `id`", example = "company-website"),
         ("integrated_account_id" = String, Query, description = "the linked account to read"),
         ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
@@ -217,7 +217,7 @@ pub async fn list(
         ("truto_ignore_remote_data" = Option<bool>, Query, description = "drop `remote_data`"),
         ("truto_exclude_fields" = Option<String>, Query, description = "comma-separated fields to drop"),
         ("truto_response_format" = Option<String>, Query, description = "`raw` returns Buddy's object"),
-        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, description = "deadline of the call, retries and rate-limit waits included"),
+        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, maximum = 300000, description = "deadline of the call, retries and rate-limit waits included"),
     ),
     responses(
         (status = 200, description = "the bare record, of the resource's schema", body = Repo),

@@ -27,7 +27,9 @@ use cigate_store::Account;
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{check_scope_params, optional_json, ApiJson, ApiPath, QueryPairs};
+use crate::extract::{
+    check_scope_params, optional_json, required_json, ApiJson, ApiPath, QueryPairs,
+};
 use crate::routes::{accounts, unified};
 use crate::state::AppState;
 use crate::upstream;
@@ -121,6 +123,21 @@ fn record_response(
         .into_response())
 }
 
+/// Like [`writable`] for the methods that share a path with the reads (`POST
+/// /unified/ci-cd/{resource}`, `PATCH`/`DELETE /unified/ci-cd/{resource}/{id}`): a
+/// resource that is only read answers 405, its `Allow` naming `GET`.
+fn writable_by(method: &str, resource: &str, allowed: &[Resource]) -> ApiResult<Resource> {
+    match writable(resource, allowed) {
+        Err(ApiError::NotFound(_)) if Resource::from_path(resource).is_some() => {
+            Err(ApiError::MethodNotAllowed {
+                method: method.to_owned(),
+                allow: Some("GET"),
+            })
+        }
+        other => other,
+    }
+}
+
 fn writable(resource: &str, allowed: &[Resource]) -> ApiResult<Resource> {
     match Resource::from_path(resource) {
         Some(r) if allowed.contains(&r) => Ok(r),
@@ -141,7 +158,7 @@ async fn create(
     query: QueryPairs,
     body: Bytes,
 ) -> ApiResult<Response> {
-    match writable(&resource, &[Resource::Jobs, Resource::Workflows])? {
+    match writable_by("POST", &resource, &[Resource::Jobs, Resource::Workflows])? {
         Resource::Jobs => run_job(state, caller, query, body).await,
         _ => {
             let input: WorkflowInput = optional_json(&body)?.unwrap_or_default();
@@ -615,9 +632,10 @@ pub async fn update(
     Extension(caller): Extension<Caller>,
     ApiPath((resource, id)): ApiPath<(String, String)>,
     query: QueryPairs,
-    ApiJson(input): ApiJson<WorkflowInput>,
+    body: Bytes,
 ) -> ApiResult<Response> {
-    writable(&resource, &[Resource::Workflows])?;
+    writable_by("PATCH", &resource, &[Resource::Workflows])?;
+    let input: WorkflowInput = required_json(&body)?;
     input.validate(false).map_err(invalid)?;
     let target = Target::load(&state, &caller, &query).await?;
     match target
@@ -651,7 +669,7 @@ pub async fn remove(
     ApiPath((resource, id)): ApiPath<(String, String)>,
     query: QueryPairs,
 ) -> ApiResult<StatusCode> {
-    writable(&resource, &[Resource::Workflows])?;
+    writable_by("DELETE", &resource, &[Resource::Workflows])?;
     let target = Target::load(&state, &caller, &query).await?;
     match target.writes()?.delete_workflow(&target.scope, &id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
