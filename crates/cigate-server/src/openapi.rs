@@ -223,8 +223,9 @@ fn constrain(path: &str, parameter: &mut Parameter) {
 }
 
 /// One path segment: no control characters (C0, DEL, C1), separators, `%`, `?`, `#`,
-/// and not `.` or `..` (see `cigate_core::params::check_identifier`).
-const IDENTIFIER_PATTERN: &str = r"^(?!\.{1,2}$)[^/\\%?#\x00-\x1f\x7f-\x9f]+$";
+/// and not `.` or `..` (see `cigate_core::params::check_identifier`); empty is allowed
+/// because an empty value counts as absent.
+const IDENTIFIER_PATTERN: &str = r"^(?!\.{1,2}$)[^/\\%?#\x00-\x1f\x7f-\x9f]*$";
 
 const ACCOUNT_STATUSES: [&str; 4] = ["connecting", "active", "needs_reauth", "validation_error"];
 
@@ -259,4 +260,111 @@ pub fn routes() -> Router<AppState> {
                     .into_response()
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn document() -> Value {
+        serde_json::to_value(ApiDoc::openapi()).unwrap()
+    }
+
+    fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                    out.push((method.clone(), path.clone(), operation));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_operation_has_a_summary_and_problem_errors() {
+        let doc = document();
+        for (method, path, operation) in operations(&doc) {
+            let summary = operation["summary"].as_str().unwrap_or_default();
+            assert!(
+                !summary.is_empty() && !summary.contains('_'),
+                "{method} {path}: summary {summary:?}"
+            );
+            let responses = operation["responses"].as_object().unwrap();
+            if operation.get("security").is_some() {
+                assert!(responses.contains_key("401"), "{method} {path} lacks 401");
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/problem+json"]["schema"]["$ref"],
+                        "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tags_start_with_the_unified_api_and_end_with_operations() {
+        let doc = document();
+        let tags: Vec<&str> = doc["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(tags.first(), Some(&TAG_UNIFIED));
+        assert_eq!(tags.last(), Some(&TAG_OPERATIONS));
+        for (method, path, operation) in operations(&doc) {
+            let tag = operation["tags"][0].as_str().unwrap();
+            assert!(tags.contains(&tag), "{method} {path}: tag {tag}");
+        }
+    }
+
+    #[test]
+    fn limits_bodies_and_envelopes_are_stated() {
+        let doc = document();
+        let list = &doc["paths"]["/unified/ci-cd/{resource}"]["get"];
+        let limit = list["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(limit["schema"]["maximum"], 1000);
+        for (method, path) in [
+            ("post", "/integrated-account"),
+            ("patch", "/integrated-account/{id}"),
+            ("post", "/link-token"),
+            ("put", "/environment-integration/buddy"),
+            ("post", "/unified/ci-cd/workflow"),
+            ("post", "/unified/ci-cd/variables"),
+        ] {
+            assert_eq!(
+                doc["paths"][path][method]["requestBody"]["required"], true,
+                "{method} {path}"
+            );
+        }
+        let variables = &doc["paths"]["/unified/ci-cd/variables"]["get"]["responses"]["200"]
+            ["content"]["application/json"]["schema"];
+        let name = variables["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            .unwrap_or_default();
+        let envelope = &doc["components"]["schemas"][name]["properties"];
+        assert!(
+            envelope["next_cursor"].is_object() && envelope["result"]["items"].is_object(),
+            "{variables}: {envelope}"
+        );
+        assert!(
+            doc["paths"]["/unified/ci-cd/jobs"]["post"]["responses"]["201"]["content"]
+                ["application/json"]["example"]
+                .is_object()
+        );
+    }
 }

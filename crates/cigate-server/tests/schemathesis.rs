@@ -4,7 +4,7 @@
 //! the document must tell the truth (no server error, every status, content type,
 //! header and body as documented, invalid input refused, 405 with `Allow`).
 //!
-//! `CIGATE_SCHEMATHESIS_EXAMPLES` sets the examples per operation (default 10, which
+//! `CIGATE_SCHEMATHESIS_EXAMPLES` sets the examples per operation (default 50, which
 //! keeps the run to a few minutes on two cores).
 
 mod common;
@@ -46,7 +46,7 @@ async fn the_openapi_document_survives_schemathesis() {
     };
     let h = Harness::start_with(Backend::Sqlite, config).await.unwrap();
     let account = h.link().await;
-    let examples = std::env::var("CIGATE_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "10".into());
+    let examples = std::env::var("CIGATE_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "50".into());
     let work = tempfile::tempdir().unwrap();
     let output = tokio::process::Command::new(&bin)
         .arg("--config-file")
