@@ -7,7 +7,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use cigate_core::model::{job_conclusion, job_status};
 use utoipa::openapi::path::{Parameter, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{
+    AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Required, Response};
 use utoipa::{Modify, OpenApi};
@@ -152,6 +154,9 @@ impl Modify for Problems {
             .into_iter()
             .flatten()
             {
+                if path.starts_with("/unified/ci-cd/{resource}") {
+                    describe_records(path, &mut operation.responses.responses);
+                }
                 for parameter in operation.parameters.iter_mut().flatten() {
                     constrain(path, parameter);
                 }
@@ -182,6 +187,59 @@ impl Modify for Problems {
             }
         }
     }
+}
+
+/// The unified models a `/unified/ci-cd/{resource}` answer can hold.
+const RECORD_SCHEMAS: [&str; 6] = [
+    "Workspace",
+    "Repo",
+    "Branch",
+    "PullRequest",
+    "Workflow",
+    "Job",
+];
+
+/// `/unified/ci-cd/{resource}[/{id}]` answer with the model of the resource asked for:
+/// the 200 is any one of them (a bare record, or the list envelope of them).
+fn describe_records(
+    path: &str,
+    responses: &mut std::collections::BTreeMap<String, RefOr<Response>>,
+) {
+    let Some(RefOr::T(ok)) = responses.get_mut("200") else {
+        return;
+    };
+    let Some(content) = ok.content.get_mut("application/json") else {
+        return;
+    };
+    let record = || {
+        RECORD_SCHEMAS
+            .iter()
+            .fold(AnyOfBuilder::new(), |any, name| {
+                any.item(Ref::from_schema_name(*name))
+            })
+    };
+    let nullable_string =
+        || ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null]));
+    let schema: RefOr<Schema> = if path.ends_with("{id}") {
+        record().into()
+    } else {
+        ObjectBuilder::new()
+            .property("result", ArrayBuilder::new().items(record()))
+            .property("next_cursor", nullable_string())
+            .property("prev_cursor", nullable_string())
+            .property(
+                "result_count",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .required("result")
+            .required("next_cursor")
+            .required("prev_cursor")
+            .required("result_count")
+            .into()
+    };
+    content.schema = Some(schema);
 }
 
 /// What the handlers check, stated in the document in one place: scoping identifiers

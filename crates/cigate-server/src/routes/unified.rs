@@ -153,7 +153,7 @@ fn binding(caller: &Caller, account_id: &str, resource: Resource, q: &ListQuery)
         ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, maximum = 300000, description = "deadline of the call, retries and rate-limit waits included"),
     ),
     responses(
-        (status = 200, description = "the list envelope; `result` holds records of the resource's schema (Workspace, Repo, Branch, PullRequest, Workflow, Job)", body = ListEnvelope<Job>,
+        (status = 200, description = "the list envelope; `result` holds records of the resource's model (Workspace, Repo, Branch, PullRequest, Workflow or Job)", body = ListEnvelope<Job>,
             example = json!({"result": [{"id": "42", "name": "Build and deploy", "status": "completed", "conclusion": "passed",
                 "branch": "master", "commit": "506a3963507943d6908154f4bc9646e829128a08", "workflow": "7", "repo": "company-website",
                 "workspace": "acme", "created_at": "2026-11-30T09:12:00Z"}],
@@ -220,7 +220,7 @@ pub async fn list(
         ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, maximum = 300000, description = "deadline of the call, retries and rate-limit waits included"),
     ),
     responses(
-        (status = 200, description = "the bare record, of the resource's schema", body = Repo),
+        (status = 200, description = "the bare record, of the resource's model (Workspace, Repo, Branch, PullRequest, Workflow or Job)", body = Repo),
         (status = 400, description = "a missing or invalid parameter"),
         (status = 403, description = "Buddy refused: the account's token lacks a scope"),
         (status = 404, description = "unknown resource or account, or no such object"),
