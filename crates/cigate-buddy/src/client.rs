@@ -603,7 +603,7 @@ pub fn join_url(base: &Url, path: &str, query: &[(String, String)]) -> Result<Ur
 
 /// Accepts `/a/b` or `a/b` (returned with a leading `/`); refuses `..`/`.` segments,
 /// `//`, backslashes, encoded separators and dots, `%25` (double encoding), `;` path
-/// parameters, `?`/`#`, control characters (CR/LF) and schemes.
+/// parameters, `?`/`#`, control characters (CR/LF), raw or encoded, and schemes.
 pub fn validate_path(path: &str) -> Result<String, BuddyError> {
     let refuse = |why: &str| Err(BuddyError::InvalidPath(why.to_owned()));
     if path.is_empty() {
@@ -615,8 +615,11 @@ pub fn validate_path(path: &str) -> Result<String, BuddyError> {
     if path.contains(['\\', '?', '#', ';']) {
         return refuse("backslash, `?`, `#` or `;` in the path");
     }
-    if has_encoded(path, &[b"2f", b"5c", b"2e", b"25", b"00", b"3f", b"23"]) {
+    if has_encoded(path, &[b"2f", b"5c", b"2e", b"25", b"3f", b"23"]) {
         return refuse("encoded separator or dot");
+    }
+    if has_encoded_control(path) {
+        return refuse("encoded control characters (CR/LF, NUL)");
     }
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     if first.contains(':') || path.starts_with("//") {
@@ -643,6 +646,21 @@ pub fn has_encoded(text: &str, codes: &[&[u8; 2]]) -> bool {
             && codes
                 .iter()
                 .any(|c| w[1].to_ascii_lowercase() == c[0] && w[2].to_ascii_lowercase() == c[1])
+    })
+}
+
+/// Whether `text` holds an escape of a control character (`%00`–`%1F`, `%7F`): decoded
+/// by whatever reads the path next, CR/LF could split a request or a log line.
+pub fn has_encoded_control(text: &str) -> bool {
+    text.as_bytes().windows(3).any(|w| {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (w[0], hex(w[1]), hex(w[2])) {
+            (b'%', Some(high), Some(low)) => {
+                let byte = high * 16 + low;
+                byte < 0x20 || byte == 0x7f
+            }
+            _ => false,
+        }
     })
 }
 
@@ -788,6 +806,11 @@ mod tests {
             "/a#f",
             "/..;/x",
             "/a%00",
+            "/workspaces/buddy%0d%0aX-Injected:1",
+            "/a%0Ab",
+            "/a%09b",
+            "/a%7f",
+            "/a%1F",
         ] {
             assert!(
                 matches!(join_url(&b, bad, &[]), Err(BuddyError::InvalidPath(_))),
@@ -795,6 +818,7 @@ mod tests {
             );
         }
         assert!(join_url(&b, "/workspaces/acme/projects/p-1/pipelines/7", &[]).is_ok());
+        assert!(join_url(&b, "/workspaces/a%20b/x%C3%BC%7e", &[]).is_ok());
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod cursor;
 pub mod error;
 pub mod events;
 pub mod model;
+pub mod params;
 pub mod provider;
 pub mod secret;
 pub mod writes;

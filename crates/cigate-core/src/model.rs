@@ -16,6 +16,8 @@ pub mod job_status {
     pub const IN_PROGRESS: &str = "in_progress";
     pub const WAITING: &str = "waiting";
     pub const COMPLETED: &str = "completed";
+    /// Every normalised value, for validating filters.
+    pub const ALL: &[&str] = &[QUEUED, IN_PROGRESS, WAITING, COMPLETED];
 }
 
 /// Normalised `Job.conclusion` / `Step.conclusion` values (only set once completed).
@@ -26,6 +28,8 @@ pub mod job_conclusion {
     pub const TIMEOUT: &str = "timeout";
     pub const SKIPPED: &str = "skipped";
     pub const PARTIAL: &str = "partial";
+    /// Every normalised value, for validating filters.
+    pub const ALL: &[&str] = &[PASSED, FAILED, CANCELLED, TIMEOUT, SKIPPED, PARTIAL];
 }
 
 /// Normalised `Workflow.status` values.

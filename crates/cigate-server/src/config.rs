@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cigate_core::Secret;
+use clap::builder::BoolishValueParser;
+use clap::ArgAction;
+
 use crate::limits::LimitSetting;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -29,7 +33,7 @@ pub struct ServerConfig {
     /// Master key for credential encryption: base64 of 32 bytes. Without it, a key file
     /// beside the SQLite database is used (created on first run, mode 0600).
     #[arg(long, env = "CIGATE_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
+    pub master_key: Option<Secret>,
 
     /// Key file to use instead of the default one beside the SQLite database.
     #[arg(long, env = "CIGATE_KEY_FILE")]
@@ -41,8 +45,18 @@ pub struct ServerConfig {
 
     /// Permit `http` and loopback/private upstream addresses (the simulator, tests,
     /// self-hosted Buddy on a private network). Off by default: an end user's
-    /// self-hosted URL must not reach the operator's internal network.
-    #[arg(long, env = "CIGATE_ALLOW_PRIVATE_UPSTREAMS", default_value_t = false)]
+    /// self-hosted URL must not reach the operator's internal network. Like every
+    /// boolean setting: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`; the bare flag
+    /// means true.
+    #[arg(
+        long,
+        env = "CIGATE_ALLOW_PRIVATE_UPSTREAMS",
+        default_value_t = false,
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_missing_value = "true",
+    )]
     pub allow_private_upstreams: bool,
 
     /// Largest request body accepted, in bytes.
@@ -85,7 +99,7 @@ pub struct ServerConfig {
 
     /// Client secret of that app.
     #[arg(long, env = "CIGATE_BUDDY_CLIENT_SECRET", hide_env_values = true)]
-    pub buddy_client_secret: Option<String>,
+    pub buddy_client_secret: Option<Secret>,
 
     /// CSP `frame-ancestors` of the Link page: who may embed it in an iframe. Defaults
     /// to any origin, since products embed it from origins cigate cannot know; set e.g.
@@ -168,8 +182,65 @@ impl ServerConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ServerConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServerConfig, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cigate").chain(args.iter().copied()))
+            .map(|cli| cli.config)
+    }
+
+    #[test]
+    fn booleans_take_the_usual_spellings() {
+        for (value, expected) in [
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("on", true),
+            ("TRUE", true),
+            ("Yes", true),
+            ("false", false),
+            ("0", false),
+            ("no", false),
+            ("off", false),
+            ("OFF", false),
+        ] {
+            let arg = format!("--allow-private-upstreams={value}");
+            let config = parse(&[&arg]).unwrap_or_else(|err| panic!("{value}: {err}"));
+            assert_eq!(config.allow_private_upstreams, expected, "{value}");
+        }
+        assert!(
+            parse(&["--allow-private-upstreams"])
+                .unwrap()
+                .allow_private_upstreams
+        );
+        assert!(!parse(&[]).unwrap().allow_private_upstreams);
+        assert!(parse(&["--allow-private-upstreams=maybe"]).is_err());
+    }
+
+    #[test]
+    fn debug_redacts_the_secrets() {
+        let config = parse(&[
+            "--master-key",
+            "bWFzdGVyLWtleS1wbGFpbnRleHQ=",
+            "--buddy-client-secret",
+            "client-secret-plaintext",
+        ])
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("bWFzdGVyLWtleS1wbGFpbnRleHQ="), "{shown}");
+        assert!(!shown.contains("client-secret-plaintext"), "{shown}");
+        assert_eq!(
+            config.master_key.as_ref().map(Secret::expose),
+            Some("bWFzdGVyLWtleS1wbGFpbnRleHQ=")
+        );
+    }
 
     #[test]
     fn durations_take_the_usual_units() {

@@ -1,7 +1,7 @@
 //! Every error the HTTP API can answer, rendered in one place as RFC 9457 problem+json
 //! carrying Truto's members (`statusCode`, `error`, `message`) beside RFC 9457's.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cigate_buddy::error::BuddyError;
@@ -99,6 +99,13 @@ pub enum ApiError {
     RequestTimeout,
     #[error("{0}")]
     Unsupported(String),
+    /// The route exists without this method; the response's `Allow` lists those it has
+    /// (`allow`, or, for routes axum refuses itself, axum's).
+    #[error("{method} is not allowed on this route; see the Allow header")]
+    MethodNotAllowed {
+        method: String,
+        allow: Option<&'static str>,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -144,6 +151,7 @@ impl ApiError {
                 | Self::IdempotencyOutcomeUnknown { .. }
                 | Self::RequestTimeout
                 | Self::Unsupported(_)
+                | Self::MethodNotAllowed { .. }
         )
     }
 
@@ -169,6 +177,7 @@ impl ApiError {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamRateLimited { .. } | Self::TooManyRequests { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -197,6 +206,7 @@ impl ApiError {
             Self::IdempotencyOutcomeUnknown { .. } => "/problems/idempotency-outcome-unknown",
             Self::RequestTimeout => "/problems/request-timeout",
             Self::Unsupported(_) => "/problems/unsupported",
+            Self::MethodNotAllowed { .. } => "/problems/method-not-allowed",
             Self::UpstreamTimeout => "/problems/upstream-timeout",
             Self::UpstreamRateLimited { .. } => "/problems/upstream-rate-limited",
             Self::TooManyRequests { .. } => "/problems/rate-limited",
@@ -225,6 +235,10 @@ impl IntoResponse for ApiError {
             | Self::TooManyRequests {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let allow = match &self {
+            Self::MethodNotAllowed { allow, .. } => *allow,
             _ => None,
         };
         if let Self::Internal(detail) = &self {
@@ -287,6 +301,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Some(allow) = allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         if local {
             response
                 .extensions_mut()
@@ -308,6 +327,15 @@ impl From<JsonRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request("/problems/invalid-parameter", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        if rejection.status().is_server_error() {
+            return Self::Internal(rejection.body_text());
+        }
         Self::bad_request("/problems/invalid-parameter", rejection.body_text())
     }
 }

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use axum::extract::FromRequest;
+use axum::extract::{FromRequest, FromRequestParts};
 use chrono::{DateTime, Utc};
+use cigate_core::params;
 use cigate_core::{JobFilters, ListQuery, RenderOptions};
 use serde_json::Value;
 
@@ -16,17 +17,50 @@ use crate::error::{ApiError, ApiResult};
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
-/// A JSON body that may be absent: an empty body is `None`, anything else must parse.
+/// `axum::extract::Path` with its rejections (a segment that is not UTF-8, a value of
+/// the wrong type) rendered by [`ApiError`] as problem+json.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// Query parameters that name upstream objects spliced into upstream URLs.
+const SCOPING_PARAMS: [&str; 4] = ["workspace", "repo", "project", "workflow"];
+
+/// Refuses, before any lookup or upstream call, scoping parameters that cannot name an
+/// upstream object (`workspace=a%2Fb`, `repo=..`, `workspace=acme%00`) and job filter
+/// values outside the normalised vocabularies: the caller's mistake, answered 400
+/// naming the parameter, instead of an upstream error.
+pub fn check_scope_params(query: &QueryPairs) -> Result<(), ApiError> {
+    for name in SCOPING_PARAMS {
+        if let Some(value) = query.get(name) {
+            params::check_identifier(name, value)?;
+        }
+    }
+    if let Some(status) = query.get("status") {
+        params::check_job_status(status)?;
+    }
+    if let Some(conclusion) = query.get("conclusion") {
+        params::check_job_conclusion(conclusion)?;
+    }
+    Ok(())
+}
+
+/// A JSON body that may be absent: an empty body or `null` is `None`, anything else
+/// must parse.
 pub fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|err| match err.classify() {
-            serde_json::error::Category::Data => ApiError::Validation(err.to_string()),
-            _ => ApiError::InvalidBody(err.to_string()),
-        })
+    serde_json::from_slice::<Option<T>>(body).map_err(|err| match err.classify() {
+        serde_json::error::Category::Data => ApiError::Validation(err.to_string()),
+        _ => ApiError::InvalidBody(err.to_string()),
+    })
+}
+
+/// A JSON body that must be present, for handlers that read the body only after
+/// checks that decide the answer first (a 405 before a body complaint).
+pub fn required_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    optional_json(body)?.ok_or_else(|| ApiError::InvalidBody("a JSON body is required".into()))
 }
 
 /// The raw query string as ordered pairs. Truto's conventions use bracketed keys

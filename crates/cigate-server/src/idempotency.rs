@@ -48,7 +48,7 @@ pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 /// Longest accepted key.
-const MAX_KEY_LEN: usize = 255;
+pub const MAX_KEY_LEN: usize = 255;
 
 /// Largest handler answer recorded for replay.
 const MAX_STORED_BODY: usize = 8 * 1024 * 1024;

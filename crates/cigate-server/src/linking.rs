@@ -98,7 +98,8 @@ pub struct Verified {
 }
 
 /// Checks the base URL against the policy and the credential against Buddy; nothing is
-/// stored. Refused → 422 with Buddy's reason.
+/// stored. Refused → 422 with Buddy's reason; a credential that cannot be sent in a
+/// header (CR/LF) → 422 before any call.
 pub async fn verify(
     state: &AppState,
     base_url: &str,
@@ -108,6 +109,12 @@ pub async fn verify(
         Credential::ApiKey { api_key } => api_key,
         Credential::OAuth2 { access_token, .. } => access_token,
     };
+    if !cigate_core::params::is_header_safe(token.expose()) {
+        return Err(ApiError::Validation(
+            "the credential must be printable ASCII: no line breaks or other control characters"
+                .into(),
+        ));
+    }
     let (base_url, info) = gateway::verify(state, base_url, token).await?;
     Ok(Verified {
         base_url,

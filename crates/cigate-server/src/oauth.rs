@@ -142,7 +142,7 @@ pub async fn app_for(state: &AppState, environment_id: &str) -> ApiResult<Option
         match (&config.buddy_client_id, &config.buddy_client_secret) {
             (Some(id), Some(secret)) if !id.is_empty() => Some(OAuthApp {
                 client_id: id.clone(),
-                client_secret: Secret::new(secret.clone()),
+                client_secret: secret.clone(),
                 scopes: Vec::new(),
                 authorize_url: None,
                 token_url: None,

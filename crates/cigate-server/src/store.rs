@@ -21,7 +21,7 @@ fn default_key_file(database_url: &str) -> Option<PathBuf> {
 
 pub fn key_config(config: &ServerConfig) -> Result<KeyConfig, StartError> {
     if let Some(key) = &config.master_key {
-        return Ok(KeyConfig::Env(key.clone()));
+        return Ok(KeyConfig::Env(key.expose().to_owned()));
     }
     if let Some(file) = config
         .key_file

@@ -622,12 +622,15 @@ async fn workflows_are_created_changed_and_deleted() {
     )
     .await;
     assert_eq!(status, 422, "{bad}");
-    let (status, _, _) = send(
+    // `repos` are only read: the path has GET, so POST is 405.
+    let (status, headers, refused) = send(
         h.post(&format!("/unified/ci-cd/repos?{q}"))
             .json(&json!({})),
     )
     .await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 405, "{refused}");
+    assert_eq!(parse(&refused)["type"], "/problems/method-not-allowed");
+    assert_eq!(headers["allow"], "GET");
 
     let (status, _, _) = send(
         h.http

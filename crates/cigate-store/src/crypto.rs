@@ -443,7 +443,7 @@ fn write_and_sync(file: &mut std::fs::File, path: &Path, ring: &Keyring) -> Resu
     result
 }
 
-fn open_private(path: &Path, create_new: bool) -> std::io::Result<std::fs::File> {
+pub(crate) fn open_private(path: &Path, create_new: bool) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(create_new);
     #[cfg(unix)]

@@ -134,10 +134,14 @@ pub(crate) async fn connect(url: &str, opts: &StoreOptions) -> Result<DbPool, St
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let file = options.get_filename();
+        let on_disk = !file.as_os_str().to_string_lossy().starts_with(':');
         if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !file.as_os_str().to_string_lossy().starts_with(':') && !parent.exists() {
+            if on_disk && !parent.exists() {
                 std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
             }
+        }
+        if on_disk {
+            create_private(file)?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
@@ -175,6 +179,17 @@ pub(crate) async fn connect(url: &str, opts: &StoreOptions) -> Result<DbPool, St
     }
 }
 
+/// Creates a missing database file readable by its owner only (0600), as the key file
+/// is: it holds sealed credentials and the signing keys. SQLite gives its `-wal` and
+/// `-shm` files the database file's mode.
+fn create_private(file: &std::path::Path) -> Result<(), StoreError> {
+    match crate::crypto::open_private(file, true) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(StoreError::io(file, err)),
+    }
+}
+
 fn validate_schema_name(schema: &str) -> Result<(), StoreError> {
     let ok = !schema.is_empty()
         && schema.len() <= 63
@@ -191,5 +206,27 @@ fn validate_schema_name(schema: &str) -> Result<(), StoreError> {
         Err(StoreError::InvalidInput(format!(
             "schema name `{schema}` must match [a-z_][a-z0-9_]{{0,62}}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_sqlite_database_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("sub").join("cigate.db");
+        let opts = StoreOptions::new(crate::KeyConfig::File(dir.path().join("cigate.key")));
+        let pool = connect(&format!("sqlite://{}", db.display()), &opts)
+            .await
+            .unwrap();
+        pool.migrate().await.unwrap();
+        for file in [db.clone(), db.with_extension("db-wal")] {
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
     }
 }

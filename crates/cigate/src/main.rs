@@ -84,7 +84,7 @@ impl StoreArgs {
     fn server_config(&self) -> cigate_server::ServerConfig {
         let mut config = cigate_server::ServerConfig::for_database(&self.database_url);
         config.database_schema = self.database_schema.clone();
-        config.master_key = self.master_key.clone();
+        config.master_key = self.master_key.clone().map(cigate_core::Secret::new);
         config.key_file = self.key_file.clone();
         config
     }

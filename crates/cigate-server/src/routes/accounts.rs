@@ -1,6 +1,6 @@
 //! Integrated accounts: one customer's connected Buddy account.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -13,7 +13,7 @@ use cigate_store::{Account, AccountFilter, AccountPatch, AuthMethod, Credential}
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, QueryPairs};
+use crate::extract::{ApiJson, ApiPath, QueryPairs};
 use crate::gateway::load;
 use crate::linking::{self, is_secret_key, string_field, Target};
 use crate::state::AppState;
@@ -79,9 +79,21 @@ pub(crate) fn requested_base_url(context: &Map<String, Value>) -> ApiResult<Stri
     }
 }
 
-#[utoipa::path(post, path = "/integrated-account", tag = "integrated accounts", security(("api_token" = [])),
-    request_body = CreateAccount,
-    responses((status = 201, description = "the account (bare object)"), (status = 422, description = "credential refused by Buddy, or invalid input; nothing stored")))]
+#[utoipa::path(post, path = "/integrated-account", tag = crate::openapi::TAG_ACCOUNTS, security(("api_token" = [])),
+    summary = "Link an account with a credential",
+    description = "Creates an account from a Buddy personal access token (`context.api_key`), or imports an existing OAuth connection (`authentication_method: oauth2`, `context.oauth.token`). The credential is verified against Buddy first (refreshed if expired); nothing is stored when it is refused. End users normally link through the Link page instead (`POST /link-token`).",
+    request_body(content = CreateAccount,
+        example = json!({"tenant_id": "acme", "integration": "buddy", "context": {"api_key": "<personal access token>", "base_url": "https://api.buddy.works"}})),
+    responses(
+        (status = 201, description = "the account (bare object)", example = json!({"id": "0b7e8c4e-5a55-4b8e-9a57-3f0f6f1f2a10", "tenant_id": "acme", "environment_id": "1f6c2d3e-0a1b-4c5d-8e9f-001122334455",
+                "integration": {"name": "buddy", "category": "ci-cd"}, "status": "active", "authentication_method": "api_key",
+                "context": {"base_url": "https://api.buddy.works", "region": "us", "scopes": ["WORKSPACE", "EXECUTION_INFO"], "workspaces": ["acme"], "workspace": "acme"},
+                "last_error": null, "last_forbidden_error": null, "created_at": "2026-11-30T09:00:00Z", "updated_at": "2026-11-30T09:00:00Z"})),
+        (status = 400, description = "a body that is not JSON"),
+        (status = 422, description = "the credential was refused by Buddy or cannot be sent (line breaks), or the input is invalid; nothing stored"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -214,10 +226,17 @@ async fn imported_oauth(
     })
 }
 
-#[utoipa::path(get, path = "/integrated-account", tag = "integrated accounts", security(("api_token" = [])),
-    params(("tenant_id" = Option<String>, Query), ("status" = Option<String>, Query), ("integration" = Option<String>, Query),
-        ("limit" = Option<u32>, Query), ("next_cursor" = Option<String>, Query)),
-    responses((status = 200, description = "list envelope of accounts")))]
+#[utoipa::path(get, path = "/integrated-account", tag = crate::openapi::TAG_ACCOUNTS, security(("api_token" = [])),
+    summary = "List accounts",
+    params(("tenant_id" = Option<String>, Query, description = "only this customer's accounts"),
+        ("status" = Option<String>, Query, description = "`connecting`, `active`, `needs_reauth` or `validation_error`"),
+        ("integration" = Option<String>, Query, description = "`buddy`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "accounts per page, 1–1000, default 100"),
+        ("next_cursor" = Option<String>, Query, description = "from the previous page")),
+    responses(
+        (status = 200, description = "the list envelope of accounts"),
+        (status = 400, description = "an invalid parameter or cursor"),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -273,12 +292,21 @@ pub async fn list(
     )))
 }
 
-#[utoipa::path(get, path = "/integrated-account/{id}", tag = "integrated accounts", security(("api_token" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "the account"), (status = 404, description = "not found in this environment")))]
+#[utoipa::path(get, path = "/integrated-account/{id}", tag = crate::openapi::TAG_ACCOUNTS, security(("api_token" = [])),
+    summary = "Get an account",
+    params(("id" = String, Path, description = "the account's id")),
+    responses(
+        (status = 200, description = "the account (bare object; never a secret)", example = json!({"id": "0b7e8c4e-5a55-4b8e-9a57-3f0f6f1f2a10", "tenant_id": "acme", "environment_id": "1f6c2d3e-0a1b-4c5d-8e9f-001122334455",
+                "integration": {"name": "buddy", "category": "ci-cd"}, "status": "active", "authentication_method": "api_key",
+                "context": {"base_url": "https://api.buddy.works", "region": "us", "scopes": ["WORKSPACE", "EXECUTION_INFO"], "workspaces": ["acme"], "workspace": "acme"},
+                "last_error": null, "last_forbidden_error": null, "created_at": "2026-11-30T09:00:00Z", "updated_at": "2026-11-30T09:00:00Z"})),
+        (status = 400, description = "an id that is not UTF-8"),
+        (status = 404, description = "not found in this environment"),
+    ))]
 pub async fn fetch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(account_view(&load(&state, &caller, &id).await?)))
 }
@@ -292,13 +320,22 @@ pub struct UpdateAccount {
     pub context: Map<String, Value>,
 }
 
-#[utoipa::path(patch, path = "/integrated-account/{id}", tag = "integrated accounts", security(("api_token" = [])),
-    params(("id" = String, Path)), request_body = UpdateAccount,
-    responses((status = 200, description = "the account"), (status = 404, description = "not found"), (status = 422, description = "new credential refused")))]
+#[utoipa::path(patch, path = "/integrated-account/{id}", tag = crate::openapi::TAG_ACCOUNTS, security(("api_token" = [])),
+    summary = "Change an account",
+    description = "Changes `tenant_id` or non-secret `context` keys, or replaces the credential (`context.api_key`, verified again).",
+    params(("id" = String, Path, description = "the account's id")), request_body = UpdateAccount,
+    responses(
+        (status = 200, description = "the account after the change"),
+        (status = 400, description = "a body that is not JSON"),
+        (status = 404, description = "not found in this environment"),
+        (status = 422, description = "the new credential was refused, or the input is invalid"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn update(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateAccount>,
 ) -> ApiResult<Json<Value>> {
     let account = load(&state, &caller, &id).await?;
@@ -354,12 +391,19 @@ pub async fn update(
     Ok(Json(account_view(&updated)))
 }
 
-#[utoipa::path(delete, path = "/integrated-account/{id}", tag = "integrated accounts", security(("api_token" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "`{ id }`"), (status = 404, description = "not found")))]
+#[utoipa::path(delete, path = "/integrated-account/{id}", tag = crate::openapi::TAG_ACCOUNTS, security(("api_token" = [])),
+    summary = "Delete an account",
+    description = "Removes the account and its credential.",
+    params(("id" = String, Path, description = "the account's id")),
+    responses(
+        (status = 200, description = "`{ id }`", example = json!({"id": "0b7e8c4e-5a55-4b8e-9a57-3f0f6f1f2a10"})),
+        (status = 400, description = "an id that is not UTF-8"),
+        (status = 404, description = "not found in this environment"),
+    ))]
 pub async fn remove(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     if state
         .store
@@ -383,8 +427,18 @@ pub struct RefreshCredentials {
 
 /// Refresh an OAuth account's token now (through the same single-flight as every other
 /// refresh). Personal access tokens have nothing to refresh.
-#[utoipa::path(post, path = "/integrated-account/refresh-credentials", tag = "integrated accounts", security(("api_token" = [])),
-    request_body = RefreshCredentials, responses((status = 200, description = "`{ success: true }`"), (status = 401, description = "Buddy refused the refresh token; the account is now needs_reauth"), (status = 422, description = "not an OAuth account")))]
+#[utoipa::path(post, path = "/integrated-account/refresh-credentials", tag = crate::openapi::TAG_ACCOUNTS, security(("api_token" = [])),
+    summary = "Refresh an OAuth account's token now",
+    request_body = RefreshCredentials,
+    responses(
+        (status = 200, description = "`{ success: true }`", example = json!({"success": true})),
+        (status = 400, description = "a body that is not JSON"),
+        (status = 401, description = "Buddy refused the refresh token (the account is now `needs_reauth`), or the API token is missing or invalid"),
+        (status = 404, description = "not found in this environment"),
+        (status = 422, description = "not an OAuth account, or an invalid body"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn refresh(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -1,7 +1,7 @@
 //! Health, environments and API tokens.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::optional_json;
+use crate::extract::{optional_json, ApiPath};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -23,13 +23,18 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "up")))]
+#[utoipa::path(get, path = "/healthz", tag = crate::openapi::TAG_OPERATIONS,
+    summary = "Liveness",
+    responses((status = 200, description = "the process is up", example = json!({"status": "ok"}))))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The store is reachable and migrated.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "store unavailable")))]
+#[utoipa::path(get, path = "/readyz", tag = crate::openapi::TAG_OPERATIONS,
+    summary = "Readiness",
+    responses((status = 200, description = "the store is reachable and migrated", example = json!({"status": "ready"})),
+        (status = 503, description = "the store is unavailable", example = json!({"status": "unavailable"}))))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.ready().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
@@ -47,9 +52,19 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
+/// A route that exists without the request's method (axum adds `Allow`).
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        allow: None,
+    }
+}
+
 /// The caller's environment (a token sees only its own).
-#[utoipa::path(get, path = "/environment", tag = "environments", security(("api_token" = [])),
-    responses((status = 200, description = "list envelope of environments")))]
+#[utoipa::path(get, path = "/environment", tag = crate::openapi::TAG_ENVIRONMENTS, security(("api_token" = [])),
+    summary = "List environments",
+    description = "The caller's environment: a token sees only its own.",
+    responses((status = 200, description = "the list envelope holding the token's environment")))]
 pub async fn list_environments(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -62,12 +77,16 @@ pub async fn list_environments(
     Ok(Json(ListEnvelope::new(vec![env], None)))
 }
 
-#[utoipa::path(get, path = "/environment/{id}", tag = "environments", security(("api_token" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "the environment"), (status = 404, description = "not this token's environment")))]
+#[utoipa::path(get, path = "/environment/{id}", tag = crate::openapi::TAG_ENVIRONMENTS, security(("api_token" = [])),
+    summary = "Get an environment",
+    params(("id" = String, Path, description = "the environment's id")),
+    responses((status = 200, description = "the environment"),
+        (status = 400, description = "an id that is not UTF-8"),
+        (status = 404, description = "not this token's environment")))]
 pub async fn get_environment(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<cigate_store::Environment>> {
     if id != caller.environment_id {
         return Err(ApiError::NotFound("environment not found".into()));
@@ -88,8 +107,13 @@ pub struct NewApiToken {
 }
 
 /// Create an API token in the caller's environment; the plaintext is shown only here.
-#[utoipa::path(post, path = "/api-token", tag = "api tokens", security(("api_token" = [])),
-    request_body = NewApiToken, responses((status = 201, description = "token created; `token` shown once")))]
+#[utoipa::path(post, path = "/api-token", tag = crate::openapi::TAG_TOKENS, security(("api_token" = [])),
+    summary = "Create an API token",
+    description = "A new token of the caller's environment; its plaintext `token` is shown only in this answer.",
+    request_body(content = Option<NewApiToken>, description = "optional: a label"),
+    responses((status = 201, description = "the token, with `token` shown once"),
+        (status = 400, description = "a body that is not JSON"),
+        (status = 422, description = "an invalid body")))]
 pub async fn create_api_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -105,8 +129,9 @@ pub async fn create_api_token(
     Ok((StatusCode::CREATED, Json(value)))
 }
 
-#[utoipa::path(get, path = "/api-token", tag = "api tokens", security(("api_token" = [])),
-    responses((status = 200, description = "list envelope of tokens (never their values)")))]
+#[utoipa::path(get, path = "/api-token", tag = crate::openapi::TAG_TOKENS, security(("api_token" = [])),
+    summary = "List API tokens",
+    responses((status = 200, description = "the list envelope of the environment's tokens (never their values)")))]
 pub async fn list_api_tokens(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -115,12 +140,16 @@ pub async fn list_api_tokens(
     Ok(Json(ListEnvelope::new(tokens, None)))
 }
 
-#[utoipa::path(delete, path = "/api-token/{id}", tag = "api tokens", security(("api_token" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "`{ id }`"), (status = 404, description = "no such token")))]
+#[utoipa::path(delete, path = "/api-token/{id}", tag = crate::openapi::TAG_TOKENS, security(("api_token" = [])),
+    summary = "Revoke an API token",
+    params(("id" = String, Path, description = "the token's id")),
+    responses((status = 200, description = "`{ id }`"),
+        (status = 400, description = "an id that is not UTF-8"),
+        (status = 404, description = "no such token")))]
 pub async fn delete_api_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     if state
         .store

@@ -140,13 +140,21 @@ pub struct CreateLinkToken {
     /// Only `buddy`.
     pub integration: Option<String>,
     /// Lifetime in seconds (default 7 days, at most 30).
+    #[schema(minimum = 1, maximum = 2592000)]
     pub expires_in: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/link-token", tag = "linking", security(("api_token" = [])),
-    request_body = CreateLinkToken,
-    responses((status = 201, description = "`{ link_token, link_url, expires_at }`; the token is shown once"),
-        (status = 404, description = "`integrated_account_id` not found"), (status = 422, description = "invalid input")))]
+#[utoipa::path(post, path = "/link-token", tag = crate::openapi::TAG_LINKING, security(("api_token" = [])),
+    summary = "Create a link token for the Link page",
+    description = "A single-use token for the hosted Link page your end user connects Buddy through (OAuth or a pasted token). Open `link_url` in a new tab, popup or iframe; with `integrated_account_id`, the page reconnects that account in place.",
+    request_body(content = CreateLinkToken, example = json!({"tenant_id": "acme", "redirect_uri": "https://app.example.com/integrations/done"})),
+    responses(
+        (status = 201, description = "`{ link_token, link_url, expires_at }`; the token is shown once",
+            example = json!({"link_token": "lt_4k9…", "link_url": "https://cigate.example.com/connect?link_token=lt_4k9…", "expires_at": "2026-12-07T09:00:00Z"})),
+        (status = 400, description = "a body that is not JSON"),
+        (status = 404, description = "`integrated_account_id` not found"),
+        (status = 422, description = "invalid input"),
+    ))]
 pub async fn create_link_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -260,9 +268,14 @@ fn integration_view(settings: &cigate_store::EnvironmentIntegration) -> Value {
     })
 }
 
-#[utoipa::path(put, path = "/environment-integration/buddy", tag = "linking", security(("api_token" = [])),
+#[utoipa::path(put, path = "/environment-integration/buddy", tag = crate::openapi::TAG_LINKING, security(("api_token" = [])),
+    summary = "Set the environment's Buddy OAuth app",
     request_body = IntegrationSettings,
-    responses((status = 200, description = "the settings, without the client secret"), (status = 422, description = "invalid settings")))]
+    responses(
+        (status = 200, description = "the settings, without the client secret"),
+        (status = 400, description = "a body that is not JSON"),
+        (status = 422, description = "invalid settings"),
+    ))]
 pub async fn put_integration(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -311,8 +324,12 @@ pub async fn put_integration(
     Ok(Json(integration_view(&saved)))
 }
 
-#[utoipa::path(get, path = "/environment-integration/buddy", tag = "linking", security(("api_token" = [])),
-    responses((status = 200, description = "the settings, without the client secret"), (status = 404, description = "not configured")))]
+#[utoipa::path(get, path = "/environment-integration/buddy", tag = crate::openapi::TAG_LINKING, security(("api_token" = [])),
+    summary = "Get the environment's Buddy OAuth app",
+    responses(
+        (status = 200, description = "the settings, without the client secret"),
+        (status = 404, description = "not configured"),
+    ))]
 pub async fn get_integration(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(link::page_routes())
         .merge(authed)
         .fallback(admin::not_found)
+        .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::request_body::guard,

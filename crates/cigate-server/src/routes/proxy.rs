@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
 use axum::{Extension, Router};
 use cigate_buddy::client::{
@@ -104,16 +104,27 @@ impl Mode {
     }
 }
 
-#[utoipa::path(get, path = "/proxy/{path}", tag = "proxy", security(("api_token" = [])),
+#[utoipa::path(get, path = "/proxy/{path}", tag = crate::openapi::TAG_PROXY, security(("api_token" = [])),
+    summary = "Call any Buddy endpoint",
+    description = "Sends the request to the account's Buddy with its credential, under the account's rate governor and retries. Any method is accepted (GET is shown). A paged Buddy list comes back in the list envelope, Buddy's array byte for byte and `next_cursor` wrapping Buddy's `page`; a single object exactly as Buddy sent it; an error as problem+json with Buddy's status and body.",
     params(
-        ("path" = String, Path, description = "Buddy API path, e.g. `workspaces/acme/projects`; any method is accepted"),
-        ("integrated_account_id" = String, Query),
+        ("path" = String, Path, description = "Buddy API path, e.g. `workspaces/acme/projects`", example = "workspaces"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
         ("next_cursor" = Option<String>, Query, description = "from a previous list page"),
-        ("truto_timeout_ms" = Option<u32>, Query),
+        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, maximum = 300000, description = "deadline of the call, retries and rate-limit waits included"),
     ),
-    responses((status = 200, description = "Buddy's object as sent, or its list in the list envelope"),
-        (status = 400, description = "path that could leave the Buddy host, or missing account"),
-        (status = 429, description = "a rate limit is spent; see Retry-After")))]
+    responses(
+        (status = 200, description = "Buddy's object as sent, or its list in the list envelope",
+            example = json!({"result": [{"url": "https://api.buddy.works/workspaces/acme", "domain": "acme", "name": "Acme"}],
+                "next_cursor": null, "prev_cursor": null, "result_count": 1})),
+        (status = 400, description = "a path that could leave the Buddy host, a missing account id, or a bad cursor"),
+        (status = 403, description = "Buddy refused the call"),
+        (status = 404, description = "no such account, or Buddy has no such path"),
+        (status = 502, description = "Buddy failed, could not be reached, or sent a body it labelled JSON that is not"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+        (status = "default", description = "any other error status Buddy answered, with Buddy's body in `raw_response`",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn proxy(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -122,13 +133,21 @@ pub async fn proxy(
     passthrough(state, caller, request, Mode::Proxy).await
 }
 
-#[utoipa::path(get, path = "/custom/{path}", tag = "proxy", security(("api_token" = [])),
+#[utoipa::path(get, path = "/custom/{path}", tag = crate::openapi::TAG_PROXY, security(("api_token" = [])),
+    summary = "Call any Buddy endpoint, answer untouched",
+    description = "Like `/proxy`, but Buddy's status, headers (less hop-by-hop ones and cookies) and body stream through unchanged, so large logs never sit in memory. Any method is accepted (GET is shown).",
     params(
-        ("path" = String, Path, description = "Buddy API path; any method is accepted"),
-        ("integrated_account_id" = String, Query),
-        ("truto_timeout_ms" = Option<u32>, Query),
+        ("path" = String, Path, description = "Buddy API path", example = "workspaces"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
+        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, maximum = 300000, description = "deadline until Buddy's response head"),
     ),
-    responses((status = 200, description = "Buddy's status, headers and body, streamed")))]
+    responses(
+        (status = 200, description = "Buddy's answer: status, headers and body, streamed"),
+        (status = 400, description = "a path that could leave the Buddy host, or a missing account id"),
+        (status = 502, description = "Buddy could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+        (status = "default", description = "any other status: Buddy's answer passed through untouched (cigate's own refusals, such as an unknown account, are problem+json)"),
+    ))]
 pub async fn custom(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -151,6 +170,9 @@ fn buddy_path(raw: &str, mode: Mode) -> ApiResult<String> {
     validate_path(rest).map_err(|err| ApiError::InvalidPath(err.to_string()))
 }
 
+/// The methods `/proxy` and `/custom` forward (the `Allow` of a 405).
+const PROXIED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 fn allowed_method(method: &Method) -> ApiResult<()> {
     match *method {
         Method::GET
@@ -160,10 +182,10 @@ fn allowed_method(method: &Method) -> ApiResult<()> {
         | Method::PATCH
         | Method::DELETE
         | Method::OPTIONS => Ok(()),
-        _ => Err(ApiError::bad_request(
-            "/problems/invalid-method",
-            format!("{method} cannot be proxied"),
-        )),
+        _ => Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allow: Some(PROXIED_METHODS),
+        }),
     }
 }
 
@@ -423,7 +445,13 @@ async fn wrap(
     let rate = rate_limit(&headers);
     let bytes = read_limited(response, MAX_PROXY_BODY).await?;
     if !status.is_success() {
-        return Err(gateway.remote_error(status.as_u16(), &bytes).into());
+        let err = ApiError::from(gateway.remote_error(status.as_u16(), &bytes));
+        let mut out = err.into_response();
+        // A 405's `Allow` is what the caller needs to correct the request.
+        if let Some(allow) = headers.get(header::ALLOW) {
+            out.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        return Ok(out);
     }
     let listed = paging.as_ref().and_then(|paging| {
         let (fields, array) = collection(&bytes)?;
@@ -440,6 +468,7 @@ async fn wrap(
         }
         Some(Err(err)) => return Err(err),
         None => {
+            check_json(&headers, &bytes)?;
             let mut out = Response::new(Body::from(bytes));
             *out.status_mut() = status;
             if let Some(kind) = headers.get(header::CONTENT_TYPE) {
@@ -452,6 +481,34 @@ async fn wrap(
         gateway::insert_rate_limit_headers(out.headers_mut(), rate);
     }
     Ok(out)
+}
+
+/// A body Buddy labels JSON must parse, as the unified API requires: otherwise 502
+/// (`/custom` passes bodies through unread). An empty body is no document at all.
+fn check_json(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<()> {
+    if !says_json(headers) || bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(drop)
+        .map_err(|err| ApiError::UpstreamUnreachable(format!("invalid JSON from Buddy: {err}")))
+}
+
+/// `application/json` or any `+json` media type.
+fn says_json(headers: &HeaderMap) -> bool {
+    let Some(kind) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = kind
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
 }
 
 /// `{"result": <Buddy's array, byte for byte>, "next_cursor", "prev_cursor",
@@ -518,6 +575,8 @@ mod tests {
             "/proxy/a%40b",
             "/proxy/a\r\nb",
             "/proxy/a%00",
+            "/proxy/workspaces/buddy%0d%0aX-Injected:1",
+            "/proxy/workspaces/buddy%0D%0A",
             "/proxy/%2e%2e/x",
             "/proxy",
             "/proxyx/user",
@@ -531,6 +590,31 @@ mod tests {
             buddy_path("/custom/workspaces/acme/projects", Mode::Custom).unwrap(),
             "/workspaces/acme/projects"
         );
+    }
+
+    #[test]
+    fn json_bodies_must_parse() {
+        let mut json = HeaderMap::new();
+        json.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(check_json(&json, br#"{"a":1}"#).is_ok());
+        assert!(check_json(&json, b"  ").is_ok());
+        assert!(matches!(
+            check_json(&json, br#"{"a":"#),
+            Err(ApiError::UpstreamUnreachable(_))
+        ));
+        let mut problem = HeaderMap::new();
+        problem.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        assert!(check_json(&problem, b"{").is_err());
+        let mut text = HeaderMap::new();
+        text.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(check_json(&text, b"{").is_ok());
+        assert!(check_json(&HeaderMap::new(), b"{").is_ok());
     }
 
     #[test]

@@ -1,18 +1,19 @@
 //! `/unified/ci-cd/<resource>`: normalised reads through the account's provider.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::Value;
 
 use cigate_core::cursor::CursorBinding;
+use cigate_core::model::{Job, Repo};
 use cigate_core::{ListQuery, Resource};
 
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::QueryPairs;
+use crate::extract::{check_scope_params, ApiPath, QueryPairs};
 use crate::gateway::{self, Gateway};
 use crate::state::AppState;
 
@@ -33,6 +34,16 @@ fn resource(name: &str) -> ApiResult<Resource> {
     })
 }
 
+/// Workspace and repo ids are the names used as path segments upstream, so they obey
+/// the scoping parameters' rule; branch and pull-request ids may hold `/` (git refs,
+/// `pull/3`) and are looked up, and the other ids are numeric.
+fn check_object_id(resource: Resource, id: &str) -> ApiResult<()> {
+    if matches!(resource, Resource::Workspaces | Resource::Repos) {
+        cigate_core::params::check_identifier("id", id)?;
+    }
+    Ok(())
+}
+
 /// A cursor is bound to everything that shapes the page, so it cannot be replayed
 /// against other filters, another account or another environment.
 fn binding(caller: &Caller, account_id: &str, resource: Resource, q: &ListQuery) -> CursorBinding {
@@ -44,29 +55,48 @@ fn binding(caller: &Caller, account_id: &str, resource: Resource, q: &ListQuery)
     }
 }
 
-#[utoipa::path(get, path = "/unified/ci-cd/{resource}", tag = "unified ci-cd", security(("api_token" = [])),
+#[utoipa::path(get, path = "/unified/ci-cd/{resource}", tag = crate::openapi::TAG_UNIFIED, security(("api_token" = [])),
+    summary = "List records of a resource",
+    description = "A page of normalised records of one resource of the account. Buddy's scoping parameters are named as Truto names them: `repos` need `workspace`; `branches`, `pull-requests` and `workflow` need `workspace` and `repo`; `jobs` need `workspace` and `project` (without `workflow` the jobs of every pipeline are merged, newest first). `workspace` may be left out when the account has one.",
     params(
-        ("resource" = String, Path, description = "workspaces, repos, branches, pull-requests, workflow (or workflows), jobs"),
-        ("integrated_account_id" = String, Query),
+        ("resource" = crate::openapi::UnifiedResource, Path, description = "the kind of record", example = "jobs"),
+        ("integrated_account_id" = String, Query, description = "the linked account to read"),
         ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
         ("repo" = Option<String>, Query, description = "Buddy project name (alias `project`)"),
+        ("project" = Option<String>, Query, description = "alias of `repo`"),
         ("workflow" = Option<String>, Query, description = "pipeline id; jobs without it merge every pipeline"),
-        ("limit" = Option<u32>, Query, description = "1–1000, default 100"),
-        ("next_cursor" = Option<String>, Query),
-        ("status" = Option<String>, Query), ("conclusion" = Option<String>, Query), ("branch" = Option<String>, Query),
-        ("created_at[gte]" = Option<String>, Query), ("created_at[lte]" = Option<String>, Query),
-        ("truto_ignore_remote_data" = Option<bool>, Query), ("truto_exclude_fields" = Option<String>, Query),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "records per page, 1–1000, default 100"),
+        ("next_cursor" = Option<String>, Query, description = "from the previous page; change nothing else"),
+        ("status" = Option<String>, Query, description = "jobs: `queued`, `in_progress`, `waiting` or `completed`"),
+        ("conclusion" = Option<String>, Query, description = "jobs: `passed`, `failed`, `cancelled`, `timeout`, `skipped` or `partial`"),
+        ("branch" = Option<String>, Query, description = "jobs: of this branch"),
+        ("created_at[gte]" = Option<String>, Query, description = "jobs: created at or after this RFC 3339 time"),
+        ("created_at[lte]" = Option<String>, Query, description = "jobs: created at or before this RFC 3339 time"),
+        ("truto_ignore_remote_data" = Option<bool>, Query, description = "drop `remote_data`"),
+        ("truto_exclude_fields" = Option<String>, Query, description = "comma-separated fields to drop"),
         ("truto_response_format" = Option<String>, Query, description = "`raw` returns Buddy's objects"),
-        ("truto_timeout_ms" = Option<u32>, Query, description = "deadline of the call, retries and rate-limit waits included"),
+        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, maximum = 300000, description = "deadline of the call, retries and rate-limit waits included"),
     ),
-    responses((status = 200, description = "list envelope"), (status = 400, description = "missing parameter or bad cursor"), (status = 404, description = "unknown resource or account")))]
+    responses(
+        (status = 200, description = "the list envelope; `result` holds records of the resource's model (Workspace, Repo, Branch, PullRequest, Workflow or Job)", body = ListEnvelope<Job>,
+            example = json!({"result": [{"id": "42", "name": "Build and deploy", "status": "completed", "conclusion": "passed",
+                "branch": "master", "commit": "506a3963507943d6908154f4bc9646e829128a08", "workflow": "7", "repo": "company-website",
+                "workspace": "acme", "created_at": "2026-11-30T09:12:00Z"}],
+                "next_cursor": "eyJ2IjoxLCJwIjp7Im9mZnNldCI6MX19.c2ln", "prev_cursor": null, "result_count": 1})),
+        (status = 400, description = "a missing or invalid parameter (`details` names missing ones), or a bad cursor"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "unknown resource or account, or no such object at Buddy"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(resource_name): Path<String>,
+    ApiPath(resource_name): ApiPath<String>,
     query: QueryPairs,
 ) -> ApiResult<(HeaderMap, Json<ListEnvelope<Value>>)> {
     let resource = resource(&resource_name)?;
+    check_scope_params(&query)?;
     let render = query.render_options()?;
     let gateway = Gateway::for_query(&state, &caller, &query, API).await?;
     let list_query = query.list_query(&gateway.account().context)?;
@@ -97,23 +127,39 @@ pub async fn list(
     ))
 }
 
-#[utoipa::path(get, path = "/unified/ci-cd/{resource}/{id}", tag = "unified ci-cd", security(("api_token" = [])),
+#[utoipa::path(get, path = "/unified/ci-cd/{resource}/{id}", tag = crate::openapi::TAG_UNIFIED, security(("api_token" = [])),
+    summary = "Get one record",
+    description = "One normalised record by its id, scoped like the list (`workspace`, `repo`/`project`, `workflow`).",
     params(
-        ("resource" = String, Path), ("id" = String, Path),
-        ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
-        ("repo" = Option<String>, Query), ("workflow" = Option<String>, Query),
-        ("truto_ignore_remote_data" = Option<bool>, Query), ("truto_exclude_fields" = Option<String>, Query),
-        ("truto_response_format" = Option<String>, Query),
-        ("truto_timeout_ms" = Option<u32>, Query),
+        ("resource" = crate::openapi::UnifiedResource, Path, description = "the kind of record", example = "repos"),
+        ("id" = String, Path, description = "the record's `id`", example = "company-website"),
+        ("integrated_account_id" = String, Query, description = "the linked account to read"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("repo" = Option<String>, Query, description = "Buddy project name (alias `project`)"),
+        ("project" = Option<String>, Query, description = "alias of `repo`"),
+        ("workflow" = Option<String>, Query, description = "pipeline id (jobs)"),
+        ("truto_ignore_remote_data" = Option<bool>, Query, description = "drop `remote_data`"),
+        ("truto_exclude_fields" = Option<String>, Query, description = "comma-separated fields to drop"),
+        ("truto_response_format" = Option<String>, Query, description = "`raw` returns Buddy's object"),
+        ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, maximum = 300000, description = "deadline of the call, retries and rate-limit waits included"),
     ),
-    responses((status = 200, description = "the bare object"), (status = 404, description = "no such object")))]
+    responses(
+        (status = 200, description = "the bare record, of the resource's model (Workspace, Repo, Branch, PullRequest, Workflow or Job)", body = Repo),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope"),
+        (status = 404, description = "unknown resource or account, or no such object"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn fetch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((resource_name, id)): Path<(String, String)>,
+    ApiPath((resource_name, id)): ApiPath<(String, String)>,
     query: QueryPairs,
 ) -> ApiResult<(HeaderMap, Json<Value>)> {
     let resource = resource(&resource_name)?;
+    check_scope_params(&query)?;
+    check_object_id(resource, &id)?;
     let render = query.render_options()?;
     let gateway = Gateway::for_query(&state, &caller, &query, API).await?;
     let list_query = query.list_query(&gateway.account().context)?;

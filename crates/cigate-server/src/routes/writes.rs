@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,7 +27,9 @@ use cigate_core::{
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{optional_json, ApiJson, QueryPairs};
+use crate::extract::{
+    check_scope_params, optional_json, required_json, ApiJson, ApiPath, QueryPairs,
+};
 use crate::gateway::{self, writes_of, Gateway};
 use crate::state::AppState;
 
@@ -69,6 +71,7 @@ struct Target {
 
 impl Target {
     async fn load(state: &AppState, caller: &Caller, query: &QueryPairs) -> ApiResult<Target> {
+        check_scope_params(query)?;
         let gateway = Gateway::for_query(state, caller, query, API).await?;
         let scope = query.list_query(&gateway.account().context)?;
         Ok(Target { gateway, scope })
@@ -102,6 +105,21 @@ fn record_response(
         .into_response())
 }
 
+/// Like [`writable`] for the methods that share a path with the reads (`POST
+/// /unified/ci-cd/{resource}`, `PATCH`/`DELETE /unified/ci-cd/{resource}/{id}`): a
+/// resource that is only read answers 405, its `Allow` naming `GET`.
+fn writable_by(method: &str, resource: &str, allowed: &[Resource]) -> ApiResult<Resource> {
+    match writable(resource, allowed) {
+        Err(ApiError::NotFound(_)) if Resource::from_path(resource).is_some() => {
+            Err(ApiError::MethodNotAllowed {
+                method: method.to_owned(),
+                allow: Some("GET"),
+            })
+        }
+        other => other,
+    }
+}
+
 fn writable(resource: &str, allowed: &[Resource]) -> ApiResult<Resource> {
     match Resource::from_path(resource) {
         Some(r) if allowed.contains(&r) => Ok(r),
@@ -118,11 +136,11 @@ fn writable(resource: &str, allowed: &[Resource]) -> ApiResult<Resource> {
 async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(resource): Path<String>,
+    ApiPath(resource): ApiPath<String>,
     query: QueryPairs,
     body: Bytes,
 ) -> ApiResult<Response> {
-    match writable(&resource, &[Resource::Jobs, Resource::Workflows])? {
+    match writable_by("POST", &resource, &[Resource::Jobs, Resource::Workflows])? {
         Resource::Jobs => run_job(state, caller, query, body).await,
         _ => {
             let input: WorkflowInput = optional_json(&body)?.unwrap_or_default();
@@ -131,17 +149,29 @@ async fn create(
     }
 }
 
-#[utoipa::path(post, path = "/unified/ci-cd/jobs", tag = "unified ci-cd writes", security(("api_token" = [])),
+#[utoipa::path(post, path = "/unified/ci-cd/jobs", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Run a workflow",
+    description = "Starts a job of the pipeline, on its default branch or on the given branch, tag, pull request or exact `commit` (a rollback). With an `Idempotency-Key`, a resend returns the first answer and starts no second run.",
     params(
-        ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
-        ("project" = String, Query, description = "Buddy project (alias `repo`)"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("project" = String, Query, description = "Buddy project name (alias `repo`)"),
         ("workflow" = String, Query, description = "pipeline id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first answer and starts one run"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first answer and reaches Buddy once"),
     ),
-    request_body(content = JobRun, description = "all optional; `commit` pins an exact revision (rollback)"),
-    responses((status = 201, description = "the new job", body = cigate_core::model::Job),
-        (status = 403, description = "the account's token lacks EXECUTION_RUN"),
-        (status = 422, description = "invalid body, or Idempotency-Key reused with another body")))]
+    request_body(content = Option<JobRun>, description = "all optional; `commit` pins an exact revision (rollback)"),
+    responses(
+        (status = 201, description = "the new job", body = cigate_core::model::Job, example = json!({"id": "43", "name": "Build and deploy", "status": "queued", "branch": "main",
+                "commit": "506a3963507943d6908154f4bc9646e829128a08", "workflow": "7", "repo": "company-website", "workspace": "acme",
+                "created_at": "2026-11-30T09:12:00Z"})),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or object"),
+        (status = 409, description = "Buddy refused the change in the object's state, or a request with this Idempotency-Key is still in progress"),
+        (status = 422, description = "an invalid body, or the Idempotency-Key was used with another request"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn run_job(
     state: AppState,
     caller: Caller,
@@ -158,6 +188,13 @@ pub async fn run_job(
         })
         .await?;
     record_response(StatusCode::CREATED, found, &query)
+}
+
+/// `{ "result": [...] }` of `GET /unified/ci-cd/jobs/{id}/logs`, for the document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: the handler builds the JSON
+pub struct JobLogsEnvelope {
+    result: Vec<JobLog>,
 }
 
 /// `{ "variables"?: [...] }` of an approval.
@@ -177,7 +214,7 @@ struct NoBody {}
 async fn job_action(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((resource, id, action)): Path<(String, String, String)>,
+    ApiPath((resource, id, action)): ApiPath<(String, String, String)>,
     query: QueryPairs,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -211,14 +248,26 @@ async fn job_action(
     operate(state, caller, query, id, operation).await
 }
 
-#[utoipa::path(post, path = "/unified/ci-cd/jobs/{id}/{operation}", tag = "unified ci-cd writes", security(("api_token" = [])),
-    params(("id" = String, Path), ("operation" = String, Path, description = "cancel, retry or approve"),
-        ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
-        ("project" = String, Query), ("workflow" = String, Query),
-        ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(post, path = "/unified/ci-cd/jobs/{id}/{operation}", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Cancel, retry or approve a job",
+    params(("id" = String, Path, description = "the job's id", example = "42"),
+        ("operation" = String, Path, description = "`cancel`, `retry` or `approve`", example = "cancel"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("project" = String, Query, description = "Buddy project name (alias `repo`)"),
+        ("workflow" = String, Query, description = "pipeline id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first answer and reaches Buddy once")),
     request_body(content = Option<ApproveBody>, description = "approve only: variables the job waits for"),
-    responses((status = 200, description = "the job after the change", body = cigate_core::model::Job),
-        (status = 409, description = "the job's state does not allow it (Buddy's reason in `message`)")))]
+    responses(
+        (status = 200, description = "the job after the change", body = cigate_core::model::Job),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or object"),
+        (status = 409, description = "Buddy refused the change in the object's state, or a request with this Idempotency-Key is still in progress"),
+        (status = 422, description = "an invalid body, or the Idempotency-Key was used with another request"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn operate(
     state: AppState,
     caller: Caller,
@@ -239,7 +288,7 @@ pub async fn operate(
 async fn job_subresource(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((resource, id, action)): Path<(String, String, String)>,
+    ApiPath((resource, id, action)): ApiPath<(String, String, String)>,
     query: QueryPairs,
 ) -> ApiResult<Response> {
     writable(&resource, &[Resource::Jobs])?;
@@ -257,15 +306,27 @@ const MAX_FOLLOW_S: u32 = 3600;
 /// Polling interval while following; each poll costs one call plus one per running step.
 const DEFAULT_POLL_MS: u32 = 2000;
 
-#[utoipa::path(get, path = "/unified/ci-cd/jobs/{id}/logs", tag = "unified ci-cd writes", security(("api_token" = [])),
-    params(("id" = String, Path),
-        ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
-        ("project" = String, Query), ("workflow" = String, Query),
+#[utoipa::path(get, path = "/unified/ci-cd/jobs/{id}/logs", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Read a job's logs",
+    description = "Every step's log lines as JSON, or as plain text with a header line per step (for people, terminals and language models); `follow=true` streams a running job's new lines until it ends.",
+    params(("id" = String, Path, description = "the job's id", example = "42"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("project" = String, Query, description = "Buddy project name (alias `repo`)"),
+        ("workflow" = String, Query, description = "pipeline id"),
         ("format" = Option<String>, Query, description = "`json` (default) or `text`: plain text, a header line per step"),
         ("follow" = Option<bool>, Query, description = "with format=text: stream new lines until the job ends"),
-        ("timeout_s" = Option<u32>, Query, description = "follow at most this long (default 300, max 3600)"),
-        ("interval_ms" = Option<u32>, Query, description = "polling interval while following (250–60000, default 2000)")),
-    responses((status = 200, description = "`{ \"result\": [ { step, status, lines } ] }`, or text/plain", body = Vec<JobLog>)))]
+        ("timeout_s" = Option<u32>, Query, minimum = 1, maximum = 3600, description = "follow at most this long (default 300)"),
+        ("interval_ms" = Option<u32>, Query, minimum = 250, maximum = 60000, description = "polling interval while following (default 2000)")),
+    responses(
+        (status = 200, description = "`{ \"result\": [ { step, status, lines } ] }`, or text/plain", body = JobLogsEnvelope,
+            example = json!({"result": [{"step": "Run tests", "step_id": "5e9b7c1f", "status": "completed", "conclusion": "passed", "lines": ["npm test", "42 passing"]}]})),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or object"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn logs(
     state: AppState,
     caller: Caller,
@@ -503,13 +564,23 @@ impl Follower {
 
 // ----- workflows ----------------------------------------------------------------------
 
-#[utoipa::path(post, path = "/unified/ci-cd/workflow", tag = "unified ci-cd writes", security(("api_token" = [])),
-    params(("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
-        ("repo" = String, Query, description = "Buddy project (alias `project`)"),
-        ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(post, path = "/unified/ci-cd/workflow", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Create a workflow",
+    params(("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("repo" = String, Query, description = "Buddy project name (alias `project`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first answer and reaches Buddy once")),
     request_body = WorkflowInput,
-    responses((status = 201, description = "the new workflow", body = cigate_core::model::Workflow),
-        (status = 403, description = "the account's token lacks EXECUTION_MANAGE")))]
+    responses(
+        (status = 201, description = "the new workflow", body = cigate_core::model::Workflow),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or object"),
+        (status = 409, description = "Buddy refused the change in the object's state, or a request with this Idempotency-Key is still in progress"),
+        (status = 422, description = "an invalid body, or the Idempotency-Key was used with another request"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn create_workflow(
     state: AppState,
     caller: Caller,
@@ -527,20 +598,33 @@ pub async fn create_workflow(
     record_response(StatusCode::CREATED, found, &query)
 }
 
-#[utoipa::path(patch, path = "/unified/ci-cd/workflow/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
-    params(("id" = String, Path), ("integrated_account_id" = String, Query),
-        ("workspace" = Option<String>, Query), ("repo" = String, Query),
-        ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(patch, path = "/unified/ci-cd/workflow/{id}", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Change a workflow",
+    params(("id" = String, Path, description = "the workflow's (pipeline's) id", example = "7"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("repo" = String, Query, description = "Buddy project name (alias `project`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first answer and reaches Buddy once")),
     request_body = WorkflowInput,
-    responses((status = 200, description = "the workflow after the change", body = cigate_core::model::Workflow)))]
+    responses(
+        (status = 200, description = "the workflow after the change", body = cigate_core::model::Workflow),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or object"),
+        (status = 409, description = "Buddy refused the change in the object's state, or a request with this Idempotency-Key is still in progress"),
+        (status = 422, description = "an invalid body, or the Idempotency-Key was used with another request"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn update(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((resource, id)): Path<(String, String)>,
+    ApiPath((resource, id)): ApiPath<(String, String)>,
     query: QueryPairs,
-    ApiJson(input): ApiJson<WorkflowInput>,
+    body: Bytes,
 ) -> ApiResult<Response> {
-    writable(&resource, &[Resource::Workflows])?;
+    writable_by("PATCH", &resource, &[Resource::Workflows])?;
+    let input: WorkflowInput = required_json(&body)?;
     input.validate(false).map_err(invalid)?;
     let target = Target::load(&state, &caller, &query).await?;
     let found = target
@@ -552,17 +636,28 @@ pub async fn update(
     record_response(StatusCode::OK, found, &query)
 }
 
-#[utoipa::path(delete, path = "/unified/ci-cd/workflow/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
-    params(("id" = String, Path), ("integrated_account_id" = String, Query),
-        ("workspace" = Option<String>, Query), ("repo" = String, Query)),
-    responses((status = 204, description = "deleted")))]
+#[utoipa::path(delete, path = "/unified/ci-cd/workflow/{id}", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Delete a workflow",
+    params(("id" = String, Path, description = "the workflow's (pipeline's) id", example = "7"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("repo" = String, Query, description = "Buddy project name (alias `project`)")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or object"),
+        (status = 409, description = "Buddy refused the deletion in the workflow's state"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn remove(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((resource, id)): Path<(String, String)>,
+    ApiPath((resource, id)): ApiPath<(String, String)>,
     query: QueryPairs,
 ) -> ApiResult<StatusCode> {
-    writable(&resource, &[Resource::Workflows])?;
+    writable_by("DELETE", &resource, &[Resource::Workflows])?;
     let target = Target::load(&state, &caller, &query).await?;
     target
         .write(|p, scope| {
@@ -575,11 +670,21 @@ pub async fn remove(
 
 // ----- variables ----------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/unified/ci-cd/variables", tag = "unified ci-cd writes", security(("api_token" = [])),
-    params(("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
+#[utoipa::path(get, path = "/unified/ci-cd/variables", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "List variables",
+    description = "The variables of exactly one scope: the workspace, a project (`project`) or a pipeline (`project` and `workflow`). Encrypted values are never returned.",
+    params(("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
         ("project" = Option<String>, Query, description = "project scope (alias `repo`)"),
         ("workflow" = Option<String>, Query, description = "pipeline scope (needs `project`)")),
-    responses((status = 200, description = "list envelope of variables of exactly that scope; encrypted values are never returned", body = Vec<cigate_core::model::Variable>)))]
+    responses(
+        (status = 200, description = "the list envelope of variables", body = ListEnvelope<cigate_core::model::Variable>),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or object"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn list_variables(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -596,13 +701,23 @@ pub async fn list_variables(
     )))
 }
 
-#[utoipa::path(get, path = "/unified/ci-cd/variables/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
-    params(("id" = String, Path), ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query)),
-    responses((status = 200, description = "the variable", body = cigate_core::model::Variable)))]
+#[utoipa::path(get, path = "/unified/ci-cd/variables/{id}", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Get a variable",
+    params(("id" = String, Path, description = "the variable's id", example = "12"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace")),
+    responses(
+        (status = 200, description = "the variable (no value when encrypted)", body = cigate_core::model::Variable),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or object"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn get_variable(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: QueryPairs,
 ) -> ApiResult<Response> {
     let target = Target::load(&state, &caller, &query).await?;
@@ -615,12 +730,24 @@ pub async fn get_variable(
     record_response(StatusCode::OK, found, &query)
 }
 
-#[utoipa::path(post, path = "/unified/ci-cd/variables", tag = "unified ci-cd writes", security(("api_token" = [])),
-    params(("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
-        ("project" = Option<String>, Query), ("workflow" = Option<String>, Query),
-        ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(post, path = "/unified/ci-cd/variables", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Create a variable",
+    params(("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("project" = Option<String>, Query, description = "project scope (alias `repo`)"),
+        ("workflow" = Option<String>, Query, description = "pipeline scope (needs `project`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first answer and reaches Buddy once")),
     request_body = VariableInput,
-    responses((status = 201, description = "the new variable (no value when encrypted)", body = cigate_core::model::Variable)))]
+    responses(
+        (status = 201, description = "the new variable (no value when encrypted)", body = cigate_core::model::Variable),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or object"),
+        (status = 409, description = "Buddy refused the change in the object's state, or a request with this Idempotency-Key is still in progress"),
+        (status = 422, description = "an invalid body, or the Idempotency-Key was used with another request"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn create_variable(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -638,15 +765,27 @@ pub async fn create_variable(
     record_response(StatusCode::CREATED, found, &query)
 }
 
-#[utoipa::path(patch, path = "/unified/ci-cd/variables/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
-    params(("id" = String, Path), ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query),
-        ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(patch, path = "/unified/ci-cd/variables/{id}", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Change a variable",
+    params(("id" = String, Path, description = "the variable's id", example = "12"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first answer and reaches Buddy once")),
     request_body = VariableInput,
-    responses((status = 200, description = "the variable after the change", body = cigate_core::model::Variable)))]
+    responses(
+        (status = 200, description = "the variable after the change", body = cigate_core::model::Variable),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or object"),
+        (status = 409, description = "Buddy refused the change in the object's state, or a request with this Idempotency-Key is still in progress"),
+        (status = 422, description = "an invalid body, or the Idempotency-Key was used with another request"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn update_variable(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: QueryPairs,
     ApiJson(input): ApiJson<VariableInput>,
 ) -> ApiResult<Response> {
@@ -661,13 +800,23 @@ pub async fn update_variable(
     record_response(StatusCode::OK, found, &query)
 }
 
-#[utoipa::path(delete, path = "/unified/ci-cd/variables/{id}", tag = "unified ci-cd writes", security(("api_token" = [])),
-    params(("id" = String, Path), ("integrated_account_id" = String, Query), ("workspace" = Option<String>, Query)),
-    responses((status = 204, description = "deleted")))]
+#[utoipa::path(delete, path = "/unified/ci-cd/variables/{id}", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Delete a variable",
+    params(("id" = String, Path, description = "the variable's id", example = "12"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or object"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
 pub async fn delete_variable(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: QueryPairs,
 ) -> ApiResult<StatusCode> {
     let target = Target::load(&state, &caller, &query).await?;
