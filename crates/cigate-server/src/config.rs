@@ -222,6 +222,15 @@ mod tests {
         );
         assert!(!parse(&[]).unwrap().allow_private_upstreams);
         assert!(parse(&["--allow-private-upstreams=maybe"]).is_err());
+        // The environment variable takes the same spellings (`cigate serve` used to exit
+        // with "invalid value '1'"). Only this test touches the variable.
+        for (value, expected) in [("1", true), ("yes", true), ("0", false), ("off", false)] {
+            std::env::set_var("CIGATE_ALLOW_PRIVATE_UPSTREAMS", value);
+            let parsed = parse(&[]);
+            std::env::remove_var("CIGATE_ALLOW_PRIVATE_UPSTREAMS");
+            let config = parsed.unwrap_or_else(|err| panic!("{value}: {err}"));
+            assert_eq!(config.allow_private_upstreams, expected, "env {value}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! header and body as documented, invalid input refused, 405 with `Allow`).
 //!
 //! `CIGATE_SCHEMATHESIS_EXAMPLES` sets the examples per operation (default 50, which
-//! keeps the run to a few minutes on two cores).
+//! keeps the run to a few minutes on two cores), `CIGATE_SCHEMATHESIS_SEED` the seed
+//! (default 1, so a failure reproduces).
 
 mod common;
 
@@ -47,6 +48,7 @@ async fn the_openapi_document_survives_schemathesis() {
     let h = Harness::start_with(Backend::Sqlite, config).await.unwrap();
     let account = h.link().await;
     let examples = std::env::var("CIGATE_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "50".into());
+    let seed = std::env::var("CIGATE_SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".into());
     let work = tempfile::tempdir().unwrap();
     let output = tokio::process::Command::new(&bin)
         .arg("--config-file")
@@ -54,7 +56,7 @@ async fn the_openapi_document_survives_schemathesis() {
         .arg("run")
         .arg(h.url("/openapi.json"))
         .args(["--max-examples", &examples])
-        .args(["--seed", "1"])
+        .args(["--seed", &seed])
         .args(["--workers", "2"])
         .args(["--generation-database", "none"])
         .args(["--request-timeout", "20"])
