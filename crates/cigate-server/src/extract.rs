@@ -214,7 +214,10 @@ impl QueryPairs {
 
     /// The scoping parameters and filters; `repo` and `project` are aliases, and
     /// `workspace` defaults to the account's own (`account_context.workspace`).
+    /// Scoping identifiers and filter values are checked first (400 naming the
+    /// parameter), so a caller's mistake never reaches Buddy as a path.
     pub fn list_query(&self, account_context: &Value) -> ApiResult<ListQuery> {
+        check_scope_params(self)?;
         let repo = self.get("repo");
         let project = self.get("project");
         if let (Some(r), Some(p)) = (repo, project) {

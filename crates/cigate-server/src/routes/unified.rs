@@ -13,7 +13,7 @@ use cigate_core::{ListQuery, Resource};
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{check_scope_params, ApiPath, QueryPairs};
+use crate::extract::{ApiPath, QueryPairs};
 use crate::gateway::{self, Gateway};
 use crate::state::AppState;
 
@@ -96,7 +96,6 @@ pub async fn list(
     query: QueryPairs,
 ) -> ApiResult<(HeaderMap, Json<ListEnvelope<Value>>)> {
     let resource = resource(&resource_name)?;
-    check_scope_params(&query)?;
     let render = query.render_options()?;
     let gateway = Gateway::for_query(&state, &caller, &query, API).await?;
     let list_query = query.list_query(&gateway.account().context)?;
@@ -158,7 +157,6 @@ pub async fn fetch(
     query: QueryPairs,
 ) -> ApiResult<(HeaderMap, Json<Value>)> {
     let resource = resource(&resource_name)?;
-    check_scope_params(&query)?;
     check_object_id(resource, &id)?;
     let render = query.render_options()?;
     let gateway = Gateway::for_query(&state, &caller, &query, API).await?;

@@ -27,9 +27,7 @@ use cigate_core::{
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{
-    check_scope_params, optional_json, required_json, ApiJson, ApiPath, QueryPairs,
-};
+use crate::extract::{optional_json, required_json, ApiJson, ApiPath, QueryPairs};
 use crate::gateway::{self, writes_of, Gateway};
 use crate::state::AppState;
 
@@ -71,7 +69,6 @@ struct Target {
 
 impl Target {
     async fn load(state: &AppState, caller: &Caller, query: &QueryPairs) -> ApiResult<Target> {
-        check_scope_params(query)?;
         let gateway = Gateway::for_query(state, caller, query, API).await?;
         let scope = query.list_query(&gateway.account().context)?;
         Ok(Target { gateway, scope })
