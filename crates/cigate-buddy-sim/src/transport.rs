@@ -134,6 +134,10 @@ pub async fn rate_limit(State(sim): State<Sim>, req: Request, next: Next) -> Res
         &verdict.reset_header(&policy),
     );
     resp.headers_mut().insert(MEDIA_TYPE, media);
+    // Buddy's `Date` is Buddy's clock: the simulator's, which tests may move off ours.
+    if let Ok(date) = HeaderValue::from_str(&now.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
+        resp.headers_mut().insert(axum::http::header::DATE, date);
+    }
     resp
 }
 

@@ -118,6 +118,9 @@ pub struct RateLimitHeaders {
     pub limit: Option<u64>,
     pub remaining: Option<u64>,
     pub reset: Option<i64>,
+    /// Buddy's clock when it answered (`Date`, Unix seconds): tells the governor when
+    /// Buddy's clock is not ours, so the reset is placed on our clock correctly.
+    pub date: Option<i64>,
 }
 
 impl RateLimitHeaders {
@@ -131,13 +134,31 @@ impl RateLimitHeaders {
         Self {
             limit: get(headers, LIMIT),
             remaining: get(headers, REMAINING),
-            reset: get(headers, RESET),
+            reset: headers
+                .get(RESET)
+                .and_then(|v| v.to_str().ok())
+                .and_then(reset_seconds),
+            date: headers
+                .get(http::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+                .map(|d| d.timestamp()),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.limit.is_none() && self.remaining.is_none() && self.reset.is_none()
     }
+}
+
+/// `X-Rate-Limit-Reset` as whole Unix seconds: `1700000010`, or with decimals
+/// (`1700000010.250`) truncated, which the governor's reset margin covers.
+fn reset_seconds(value: &str) -> Option<i64> {
+    let (whole, fraction) = value.trim().split_once('.').unwrap_or((value.trim(), ""));
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    whole.parse().ok()
 }
 
 /// One answer from Buddy, body parsed: JSON for 2xx (`Null` for 204 or an empty body),
@@ -808,11 +829,27 @@ mod tests {
             RateLimitHeaders {
                 limit: Some(1),
                 remaining: Some(999),
-                reset: Some(1_700_000_000)
+                reset: Some(1_700_000_000),
+                date: None,
             }
         );
-        h.insert("X-Rate-Limit-Reset", HeaderValue::from_static("soon"));
-        assert_eq!(RateLimitHeaders::from_headers(&h).reset, None);
+        h.insert(
+            "Date",
+            HeaderValue::from_static("Tue, 14 Nov 2023 22:13:20 GMT"),
+        );
+        assert_eq!(RateLimitHeaders::from_headers(&h).date, Some(1_700_000_000));
+        h.insert(
+            "X-Rate-Limit-Reset",
+            HeaderValue::from_static("1700000000.750"),
+        );
+        assert_eq!(
+            RateLimitHeaders::from_headers(&h).reset,
+            Some(1_700_000_000)
+        );
+        for bad in ["soon", "17.x", "1.2.3", ""] {
+            h.insert("X-Rate-Limit-Reset", HeaderValue::from_static(bad));
+            assert_eq!(RateLimitHeaders::from_headers(&h).reset, None, "{bad}");
+        }
         assert!(RateLimitHeaders::from_headers(&HeaderMap::new()).is_empty());
     }
 
