@@ -27,12 +27,6 @@ pub use crate::transport::{stream_body, RawResponse};
 /// Sent on every call so Buddy (and operators reading its logs) can tell us apart.
 pub const USER_AGENT: &str = concat!("cigate/", env!("CARGO_PKG_VERSION"));
 
-/// Largest page Buddy serves (its internal design notes cap `per_page` at 50).
-pub const MAX_PER_PAGE: u32 = 50;
-
-/// Stops a paging loop against an upstream that ignores `page` and never runs dry.
-const MAX_PAGES: u32 = 10_000;
-
 /// Tunables of the shared pool; defaults suit Buddy's cloud.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpPoolConfig {
@@ -434,52 +428,6 @@ impl BuddyClient {
             expires_at,
             workspaces,
         })
-    }
-
-    /// Reads every page of a Buddy list. Works whether or not Buddy sends the
-    /// counters: stops on an empty or short page, or at `total_page_count` when present.
-    /// `page`/`per_page` in `query` are replaced.
-    pub async fn get_all_pages(
-        &self,
-        path: &str,
-        query: &[(String, String)],
-        item_key: &str,
-        per_page: u32,
-    ) -> Result<Vec<Value>, BuddyError> {
-        let per_page = per_page.clamp(1, MAX_PER_PAGE);
-        let mut base: Vec<(String, String)> = query
-            .iter()
-            .filter(|(k, _)| k != "page" && k != "per_page")
-            .cloned()
-            .collect();
-        base.push(("per_page".into(), per_page.to_string()));
-        let mut all = Vec::new();
-        for page in 1..=MAX_PAGES {
-            let mut q = base.clone();
-            q.push(("page".into(), page.to_string()));
-            let up = self.get_json(path, &q).await?;
-            let items = match up.body.get(item_key) {
-                Some(Value::Array(items)) => items.clone(),
-                Some(Value::Null) | None => Vec::new(),
-                Some(_) => {
-                    return Err(BuddyError::Decode(format!(
-                        "`{item_key}` in a page of {path} is not an array"
-                    )))
-                }
-            };
-            let count = items.len();
-            all.extend(items);
-            let total_pages = up.body.get("total_page_count").and_then(Value::as_u64);
-            if count == 0
-                || count < per_page as usize
-                || total_pages.is_some_and(|t| u64::from(page) >= t)
-            {
-                return Ok(all);
-            }
-        }
-        Err(BuddyError::Decode(format!(
-            "{path} returned more than {MAX_PAGES} pages"
-        )))
     }
 
     /// The full URL for `path` under the base URL (whose own path, e.g. `/api`, is kept).

@@ -519,7 +519,7 @@ impl Governor {
         let reserve = st.learned_budget * u64::from(self.config.reserve_percent) / 100;
         let free_above = st.learned_budget * u64::from(self.config.free_percent) / 100;
         let tat = st.tat;
-        let in_flight = st.in_flight;
+        let unanswered = !st.sent.is_empty();
         let free_burst = st.free_burst;
         let early = st.early_until.is_some();
         let Some(window) = st.window.as_mut() else {
@@ -545,8 +545,8 @@ impl Governor {
         }
         // Calls in flight on other connections may reach Buddy in another order than
         // they were sent, so the estimate may be one high: the window's last unit goes
-        // only once every call before it is answered.
-        if available == 1 && in_flight > 0 {
+        // only once every call sent before it is answered.
+        if available == 1 && unanswered {
             return Decision::WaitForAnswer;
         }
         // A free burst only while the reset is far: in a short window (60 per minute)

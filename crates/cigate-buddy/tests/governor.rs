@@ -269,6 +269,32 @@ async fn gets_survive_503s_and_connection_resets() {
     handle.shutdown().await;
 }
 
+/// A GET is retried on a 500 (a transient fault); a write is not (Buddy may have acted).
+#[tokio::test]
+async fn a_get_is_retried_on_a_500_and_a_write_is_not() {
+    let (handle, token) = sim("1000/3600").await;
+    let s = handle.sim();
+    let pool = pool();
+    let c = client(&pool, &handle, &token);
+    s.inject(FaultSpec::new(FaultKind::Status { status: 500 }, 1));
+    c.get_json("/workspaces", &[]).await.unwrap();
+    assert_eq!(s.request_count(Some("GET"), "/workspaces"), 2);
+    assert_eq!(pool.stats().retries, 1);
+    let path = run_path(&handle);
+    for method in [Method::POST, Method::DELETE] {
+        s.inject(FaultSpec::new(FaultKind::Status { status: 500 }, 1));
+        s.reset_request_counts();
+        let e = c
+            .send_json(method.clone(), &path, &[], Some(&serde_json::json!({})))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Some(500), "{method}: {e:?}");
+        assert_eq!(s.request_count(Some(method.as_str()), &path), 1, "{method}");
+    }
+    assert_eq!(pool.stats().retries, 1);
+    handle.shutdown().await;
+}
+
 fn run_path(handle: &SimHandle) -> String {
     let s = handle.sim();
     let ws = s.workspace_domains()[0].clone();
