@@ -411,6 +411,29 @@ impl Governor {
     /// Waits for this call's turn and reserves a unit of budget. When the turn comes
     /// after `deadline`, returns [`BuddyError::RateLimited`] at once instead of waiting.
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Permit, BuddyError> {
+        loop {
+            let permit = self.turn(deadline).await?;
+            if !self.revoked(&permit) {
+                return Ok(permit);
+            }
+            // Handed back (its unit too, unsent); the caller queues again.
+            drop(permit);
+        }
+    }
+
+    /// Turns are handed out ahead of their time; an answer that came meanwhile may show
+    /// the budget gone (another consumer spent it, or Buddy refused a call): such a turn
+    /// must not be used, or every turn handed out ahead is a throttled call.
+    fn revoked(&self, permit: &Permit) -> bool {
+        let now = Instant::now();
+        let st = self.lock();
+        st.blocked_until.is_some_and(|until| now < until)
+            || st
+                .window
+                .is_some_and(|w| Some(w.reset_unix) == permit.window && w.remaining < 0)
+    }
+
+    async fn turn(self: &Arc<Self>, deadline: Instant) -> Result<Permit, BuddyError> {
         // Fast path while nobody waits, so nobody is overtaken.
         if self.queued.load(Ordering::SeqCst) == 0 {
             let now = Instant::now();
