@@ -1080,6 +1080,83 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_turn_handed_out_ahead_is_revoked_when_the_budget_turns_out_spent() {
+        let g = governor(cfg());
+        // 10 left for 10 s: one turn per second.
+        call(&g, 10, T0 as i64 + 10).await;
+        let t0 = Instant::now();
+        let mut first = g.acquire(far()).await.unwrap();
+        let g2 = Arc::clone(&g);
+        // Handed the turn at 1 s, and waiting for it.
+        let waiter = tokio::spawn(async move {
+            drop(g2.acquire(far()).await.unwrap());
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Another consumer spent the window: the first call's answer says 0 left.
+        first.mark_sent();
+        g.observe(first, &headers(0, T0 as i64 + 10), false, None);
+        // The turn at 1 s is not used; the caller goes at the renewal (10 s + 1 s).
+        assert_eq!(waiter.await.unwrap() - t0, Duration::from_secs(11));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_optimisation_switches_itself_off() {
+        let g = governor(GovernorConfig {
+            free_percent: 25,
+            ..cfg()
+        });
+        // A fresh 1,000 per hour: free bursts.
+        call(&g, 999, T0 as i64 + 3600).await;
+        let mut p = g.acquire(far()).await.unwrap();
+        assert!(p.tags.free);
+        p.mark_sent();
+        // Someone else spent the budget: Buddy refuses the burst's call.
+        g.observe(
+            p,
+            &headers(0, T0 as i64 + 3600),
+            true,
+            Some(Duration::from_secs(5)),
+        );
+        assert!(!g.lock().free_burst);
+        // Blind calls too: a throttled one leaves one call at a time while nothing is known.
+        let g = governor(cfg());
+        let mut p = g.acquire(far()).await.unwrap();
+        assert!(p.tags.blind);
+        p.mark_sent();
+        g.observe(
+            p,
+            &RateLimitHeaders::default(),
+            true,
+            Some(Duration::from_secs(1)),
+        );
+        assert_eq!(g.lock().unknown_burst, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buddys_date_places_the_reset_when_its_clock_is_off_ours() {
+        let g = governor(cfg());
+        // Buddy's clock 30 s behind ours: its reset 10 s ahead of *its* now.
+        let buddy_now = T0 as i64 - 30;
+        let headers = |remaining| RateLimitHeaders {
+            date: Some(buddy_now),
+            ..headers(remaining, buddy_now + 10)
+        };
+        let mut p = g.acquire(far()).await.unwrap();
+        p.mark_sent();
+        g.observe(p, &headers(0), false, None);
+        // Spent until 10 s from now (+ the margin, + up to a second for `Date`'s
+        // resolution), not at once as a reset 20 s in our past would say.
+        let t0 = Instant::now();
+        drop(g.acquire(far()).await.unwrap());
+        let waited = t0.elapsed();
+        assert!(
+            (Duration::from_secs(11)..=Duration::from_secs(12)).contains(&waited),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_burst_may_run_ahead_of_the_schedule() {
         let g = governor(GovernorConfig {
             burst_percent: 10,
