@@ -19,8 +19,32 @@ pub struct SimConfig {
     #[arg(long, default_value = "1000/3600", env = "CIGATE_SIM_RATE_LIMIT")]
     pub rate_limit: RateLimitSpec,
     /// Status returned when the budget is exhausted (Buddy's SDKs expect 429, some clients saw 403).
-    #[arg(long, value_enum, default_value = "429")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "429",
+        env = "CIGATE_SIM_RATE_LIMIT_STATUS"
+    )]
     pub rate_limit_status: RateLimitStatus,
+    /// Where a token's window starts: at its first request, or aligned to the clock.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "first-request",
+        env = "CIGATE_SIM_RATE_LIMIT_WINDOW"
+    )]
+    pub rate_limit_window: WindowStart,
+    /// How the window's end is written into `X-Rate-Limit-Reset` and `Retry-After`.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "floor",
+        env = "CIGATE_SIM_RATE_LIMIT_RESET"
+    )]
+    pub rate_limit_reset: ResetFormat,
+    /// Refused calls are charged to the window too.
+    #[arg(long, env = "CIGATE_SIM_RATE_LIMIT_COUNT_THROTTLED")]
+    pub rate_limit_count_throttled: bool,
     /// Personal access tokens registered with every scope (repeatable).
     #[arg(long = "token", env = "CIGATE_SIM_TOKENS", value_delimiter = ',')]
     pub tokens: Vec<String>,
@@ -67,6 +91,9 @@ impl Default for SimConfig {
             seed: SeedSpec::default(),
             rate_limit: RateLimitSpec::default(),
             rate_limit_status: RateLimitStatus::TooManyRequests,
+            rate_limit_window: WindowStart::FirstRequest,
+            rate_limit_reset: ResetFormat::Floor,
+            rate_limit_count_throttled: false,
             tokens: Vec::new(),
             oauth_expires_in: 28800,
             oauth_refresh_expires_in: 15_811_201,
@@ -93,6 +120,17 @@ impl SimConfig {
             format!("/{trimmed}")
         }
     }
+
+    /// The rate-limit settings as the limiter takes them.
+    pub fn rate_limit_policy(&self) -> RateLimitPolicy {
+        RateLimitPolicy {
+            spec: self.rate_limit,
+            window: self.rate_limit_window,
+            reset: self.rate_limit_reset,
+            count_throttled: self.rate_limit_count_throttled,
+            status: self.rate_limit_status,
+        }
+    }
 }
 
 /// How the simulator's clock moves.
@@ -117,6 +155,89 @@ impl RateLimitStatus {
             Self::TooManyRequests => 429,
             Self::Forbidden => 403,
         }
+    }
+
+    pub fn from_code(code: u16) -> Option<Self> {
+        match code {
+            429 => Some(Self::TooManyRequests),
+            403 => Some(Self::Forbidden),
+            _ => None,
+        }
+    }
+}
+
+/// Where a token's rate-limit window starts. Buddy's docs do not say, so both readings
+/// are offered.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowStart {
+    /// A window opens on the token's first request after the last one ended.
+    FirstRequest,
+    /// Windows are aligned to the clock: multiples of the window length since the epoch.
+    Clock,
+}
+
+/// How the window's end (kept to the millisecond) becomes whole seconds in
+/// `X-Rate-Limit-Reset` ("Unix epoch seconds") and in `Retry-After`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResetFormat {
+    /// Truncated: the reset may be up to a second before the real end.
+    Floor,
+    /// To the nearest second: up to half a second either way.
+    Round,
+    /// Rounded up: the reset may be up to a second after the real end.
+    Ceil,
+    /// Seconds with three decimals (`1700000010.250`); `Retry-After` rounded up.
+    Exact,
+}
+
+impl ResetFormat {
+    fn seconds(self, millis: i64) -> i64 {
+        match self {
+            Self::Floor => millis.div_euclid(1000),
+            Self::Round => (millis + 500).div_euclid(1000),
+            Self::Ceil | Self::Exact => (millis + 999).div_euclid(1000),
+        }
+    }
+
+    /// `X-Rate-Limit-Reset` for a window ending at `end_millis` (Unix milliseconds).
+    pub fn reset_header(self, end_millis: i64) -> String {
+        match self {
+            Self::Exact => format!(
+                "{}.{:03}",
+                end_millis.div_euclid(1000),
+                end_millis.rem_euclid(1000)
+            ),
+            other => other.seconds(end_millis).to_string(),
+        }
+    }
+
+    /// `Retry-After` in whole seconds, at least 1, for `millis_left` until the end.
+    pub fn retry_after(self, millis_left: i64) -> i64 {
+        self.seconds(millis_left).max(1)
+    }
+}
+
+/// Everything that decides the simulator's rate limiting; changed at run time through
+/// `POST /__sim/rate-limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitPolicy {
+    pub spec: RateLimitSpec,
+    pub window: WindowStart,
+    pub reset: ResetFormat,
+    /// Refused calls are charged to the window (its `used` goes past the budget).
+    pub count_throttled: bool,
+    pub status: RateLimitStatus,
+}
+
+impl Default for RateLimitPolicy {
+    fn default() -> Self {
+        SimConfig::default().rate_limit_policy()
     }
 }
 

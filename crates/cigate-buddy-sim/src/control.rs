@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 
 use crate::auth::TokenSpec;
 use crate::clock::iso;
-use crate::config::{RateLimitSpec, SeedSpec};
+use crate::config::{
+    RateLimitPolicy, RateLimitSpec, RateLimitStatus, ResetFormat, SeedSpec, WindowStart,
+};
 use crate::error::{ApiResult, SimError};
 use crate::faults::FaultSpec;
 use crate::sim::Sim;
@@ -32,7 +34,10 @@ pub fn router() -> Router<Sim> {
         .route("/__sim/requests", get(requests).delete(reset_requests))
         .route("/__sim/oauth/clients", post(register_client))
         .route("/__sim/oauth/token-calls", get(token_calls))
-        .route("/__sim/rate-limit", post(rate_limit))
+        .route(
+            "/__sim/rate-limit",
+            get(rate_limit_settings).post(rate_limit),
+        )
         .route("/__sim/workspaces/{ws}/api", post(api_enabled))
         .route("/__sim/workspaces/{ws}/projects/{project}/push", post(push))
         .route(
@@ -120,6 +125,7 @@ async fn requests(State(sim): State<Sim>, Query(q): Query<HashMap<String, String
         "count": sim.request_count(method, path),
         "total": sim.total_requests(),
         "oauth_token_calls": sim.oauth_token_calls(),
+        "throttled": sim.throttled_count(),
     }))
 }
 
@@ -146,18 +152,48 @@ async fn token_calls(State(sim): State<Sim>) -> Json<Value> {
     Json(json!({ "count": sim.oauth_token_calls() }))
 }
 
+/// Rate-limit settings to change; what is left out stays as it is.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RateBody {
-    spec: String,
+    spec: Option<String>,
+    window: Option<WindowStart>,
+    reset: Option<ResetFormat>,
+    count_throttled: Option<bool>,
+    status: Option<u16>,
 }
 
-async fn rate_limit(State(sim): State<Sim>, Json(body): Json<RateBody>) -> ApiResult<StatusCode> {
-    let spec: RateLimitSpec = body
-        .spec
-        .parse()
-        .map_err(|e: crate::config::SpecError| SimError::Validation(e.0))?;
-    sim.set_rate_limit(spec);
-    Ok(StatusCode::NO_CONTENT)
+fn settings(policy: &RateLimitPolicy, throttled: u64) -> Value {
+    json!({
+        "spec": policy.spec.to_string(),
+        "window": policy.window,
+        "reset": policy.reset,
+        "count_throttled": policy.count_throttled,
+        "status": policy.status.code(),
+        "throttled": throttled,
+    })
+}
+
+async fn rate_limit_settings(State(sim): State<Sim>) -> Json<Value> {
+    Json(settings(&sim.rate_limit_policy(), sim.throttled_count()))
+}
+
+async fn rate_limit(State(sim): State<Sim>, Json(body): Json<RateBody>) -> ApiResult<Json<Value>> {
+    let mut policy = sim.rate_limit_policy();
+    if let Some(spec) = body.spec {
+        policy.spec = spec
+            .parse::<RateLimitSpec>()
+            .map_err(|e| SimError::Validation(e.0))?;
+    }
+    if let Some(status) = body.status {
+        policy.status = RateLimitStatus::from_code(status)
+            .ok_or_else(|| SimError::Validation("status must be 429 or 403".into()))?;
+    }
+    policy.window = body.window.unwrap_or(policy.window);
+    policy.reset = body.reset.unwrap_or(policy.reset);
+    policy.count_throttled = body.count_throttled.unwrap_or(policy.count_throttled);
+    sim.set_rate_limit_policy(policy);
+    Ok(Json(settings(&policy, sim.throttled_count())))
 }
 
 #[derive(Deserialize)]

@@ -30,11 +30,28 @@ pub enum SimError {
         code: &'static str,
         description: String,
     },
+    /// Over budget: 429 with `Retry-After`, or 403 without one.
     #[error("Rate limit exceeded.")]
-    RateLimited { status: u16, retry_after: i64 },
+    RateLimited {
+        status: u16,
+        retry_after: Option<i64>,
+    },
 }
 
 impl SimError {
+    /// The refusal `policy` answers for `verdict` at `now`.
+    pub fn rate_limited(
+        policy: &crate::config::RateLimitPolicy,
+        verdict: &crate::ratelimit::Verdict,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        let status = policy.status.code();
+        Self::RateLimited {
+            status,
+            retry_after: (status == 429).then(|| verdict.retry_after(policy, now)),
+        }
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::NotFound(format!("{what} not found"))
     }
@@ -74,7 +91,11 @@ impl IntoResponse for SimError {
             _ => error_body(&message),
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if let Self::RateLimited { retry_after, .. } = self {
+        if let Self::RateLimited {
+            retry_after: Some(retry_after),
+            ..
+        } = self
+        {
             if let Ok(v) = HeaderValue::from_str(&retry_after.max(0).to_string()) {
                 response.headers_mut().insert("retry-after", v);
             }

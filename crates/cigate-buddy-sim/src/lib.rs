@@ -31,7 +31,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use auth::{TokenSpec, ALL_SCOPES};
-pub use config::{RateLimitSpec, RateLimitStatus, SeedSpec, SimConfig, SpecError, TimeMode};
+pub use config::{
+    RateLimitPolicy, RateLimitSpec, RateLimitStatus, ResetFormat, SeedSpec, SimConfig, SpecError,
+    TimeMode, WindowStart,
+};
 pub use error::SimError;
 pub use faults::{FaultKind, FaultSpec};
 pub use sim::{RunRequest, Sim};

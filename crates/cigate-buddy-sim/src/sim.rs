@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::{TokenInfo, TokenRegistry, TokenSpec, ALL_SCOPES};
 use crate::clock::{iso, Clock};
-use crate::config::{RateLimitSpec, SeedSpec, SimConfig};
+use crate::config::{RateLimitPolicy, RateLimitSpec, SeedSpec, SimConfig};
 use crate::error::SimError;
 use crate::executions::{self, ExecEvent, Timing};
 use crate::faults::{FaultSpec, Faults};
@@ -90,7 +90,7 @@ impl Sim {
         let api = config.public_url.clone().unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
-                limiter: Mutex::new(RateLimiter::new(config.rate_limit)),
+                limiter: Mutex::new(RateLimiter::new(config.rate_limit_policy())),
                 urls: RwLock::new(Urls { api, html }),
                 clock,
                 state: Mutex::new(state),
@@ -240,6 +240,13 @@ impl Sim {
     pub fn reset_request_counts(&self) {
         self.inner.requests.lock().clear();
         self.inner.oauth_token_calls.store(0, Ordering::SeqCst);
+        self.inner.limiter.lock().reset_counters();
+    }
+
+    /// Requests refused for the rate limit (not injected `rate_limit` faults) since the
+    /// counters were last reset.
+    pub fn throttled_count(&self) -> u64 {
+        self.inner.limiter.lock().throttled()
     }
 
     pub fn oauth_token_calls(&self) -> u64 {
@@ -260,8 +267,23 @@ impl Sim {
         self.inner.faults.lock().pending()
     }
 
+    /// Changes the budget, keeping the other rate-limit settings.
     pub fn set_rate_limit(&self, spec: RateLimitSpec) {
-        self.inner.limiter.lock().set_spec(spec);
+        let mut limiter = self.inner.limiter.lock();
+        let policy = RateLimitPolicy {
+            spec,
+            ..limiter.policy
+        };
+        limiter.set_policy(policy);
+    }
+
+    /// Replaces every rate-limit setting; every token's window starts afresh.
+    pub fn set_rate_limit_policy(&self, policy: RateLimitPolicy) {
+        self.inner.limiter.lock().set_policy(policy);
+    }
+
+    pub fn rate_limit_policy(&self) -> RateLimitPolicy {
+        self.inner.limiter.lock().policy
     }
 
     pub fn reset_rate_limits(&self) {

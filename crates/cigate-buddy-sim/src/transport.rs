@@ -65,14 +65,12 @@ pub async fn count_and_fault(State(sim): State<Sim>, req: Request, next: Next) -
         Some(FaultKind::RateLimit) => {
             let now = sim.now();
             let token = presented_token(req.headers(), req.uri().query()).unwrap_or_default();
-            let v = sim.inner.limiter.lock().peek(&token, now);
-            let status = sim.config().rate_limit_status.code();
-            let mut resp = SimError::RateLimited {
-                status,
-                retry_after: (v.reset - now.timestamp()).max(1),
-            }
-            .into_response();
-            put_rate_headers(resp.headers_mut(), v.limit, 0, v.reset);
+            let (v, policy) = {
+                let limiter = sim.inner.limiter.lock();
+                (limiter.peek(&token, now), limiter.policy)
+            };
+            let mut resp = SimError::rate_limited(&policy, &v, now).into_response();
+            put_rate_headers(resp.headers_mut(), v.limit, 0, &v.reset_header(&policy));
             resp
         }
         Some(FaultKind::MalformedJson) => (
@@ -97,7 +95,7 @@ pub async fn count_and_fault(State(sim): State<Sim>, req: Request, next: Next) -
     }
 }
 
-fn put_rate_headers(headers: &mut HeaderMap, limit: u64, remaining: u64, reset: i64) {
+fn put_rate_headers(headers: &mut HeaderMap, limit: u64, remaining: u64, reset: &str) {
     for (name, value) in [
         ("x-rate-limit-limit", limit.to_string()),
         ("x-rate-limit-remaining", remaining.to_string()),
@@ -120,23 +118,26 @@ pub async fn rate_limit(State(sim): State<Sim>, req: Request, next: Next) -> Res
         .get(MEDIA_TYPE)
         .cloned()
         .unwrap_or(HeaderValue::from_static(DEFAULT_MEDIA_TYPE));
-    let verdict = sim.inner.limiter.lock().check(&key, now);
+    let (verdict, policy) = {
+        let mut limiter = sim.inner.limiter.lock();
+        (limiter.check(&key, now), limiter.policy)
+    };
     let mut resp = if verdict.allowed {
         next.run(req).await
     } else {
-        SimError::RateLimited {
-            status: sim.config().rate_limit_status.code(),
-            retry_after: (verdict.reset - now.timestamp()).max(1),
-        }
-        .into_response()
+        SimError::rate_limited(&policy, &verdict, now).into_response()
     };
     put_rate_headers(
         resp.headers_mut(),
         verdict.limit,
         verdict.remaining,
-        verdict.reset,
+        &verdict.reset_header(&policy),
     );
     resp.headers_mut().insert(MEDIA_TYPE, media);
+    // Buddy's `Date` is Buddy's clock: the simulator's, which tests may move off ours.
+    if let Ok(date) = HeaderValue::from_str(&now.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
+        resp.headers_mut().insert(axum::http::header::DATE, date);
+    }
     resp
 }
 

@@ -297,6 +297,81 @@ async fn rate_limit_counts_down_and_resets() {
     h.shutdown().await;
 }
 
+/// The window semantics set through `/__sim/rate-limit`: a clock-aligned window, the
+/// reset with decimals, a 403 without `Retry-After`, and the refusals counted.
+#[tokio::test]
+async fn rate_limit_semantics_are_set_through_the_control_api() {
+    let h = sim().await;
+    let api = Api::new(&h);
+    let control = |body: Value| {
+        let client = api.client.clone();
+        let url = format!("{}/__sim/rate-limit", h.base_url());
+        async move { client.post(url).json(&body).send().await.unwrap() }
+    };
+    // Manual time starts on a whole second; move 300 ms into it.
+    h.sim().advance(Duration::milliseconds(300));
+    let now_ms = h.sim().now().timestamp_millis();
+    let set =
+        control(json!({"spec": "2/10", "window": "clock", "reset": "exact", "status": 403})).await;
+    assert_eq!(set.status(), 200);
+    let settings: Value = set.json().await.unwrap();
+    assert_eq!(settings["window"], "clock");
+    assert_eq!(settings["reset"], "exact");
+    assert_eq!(settings["status"], 403);
+    let end_ms = (now_ms.div_euclid(10_000) + 1) * 10_000;
+    let first = api.get("/workspaces").await;
+    assert_eq!(
+        first.headers()["x-rate-limit-reset"],
+        format!("{}.000", end_ms / 1000).as_str()
+    );
+    api.get("/workspaces").await;
+    let limited = api.get("/workspaces").await;
+    assert_eq!(limited.status(), 403);
+    assert!(limited.headers().get("retry-after").is_none());
+    assert_eq!(
+        first_message(&limited.json().await.unwrap()),
+        "Rate limit exceeded."
+    );
+    let read: Value = api
+        .client
+        .get(format!("{}/__sim/rate-limit", h.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["throttled"], 1);
+    assert_eq!(read["spec"], "2/10");
+    // Only what is sent changes; bad values are refused.
+    let set = control(json!({"window": "first-request", "status": 429})).await;
+    let settings: Value = set.json().await.unwrap();
+    assert_eq!(
+        (&settings["window"], &settings["reset"], &settings["spec"]),
+        (&json!("first-request"), &json!("exact"), &json!("2/10"))
+    );
+    for bad in [
+        json!({"status": 500}),
+        json!({"reset": "sometimes"}),
+        json!({"spec": "2"}),
+    ] {
+        let r = control(bad.clone()).await;
+        assert!(r.status().is_client_error(), "{bad}: {}", r.status());
+    }
+    // A window opened by the first request ends a window after it, to the millisecond.
+    let opened = h.sim().now().timestamp_millis() + 10_000;
+    api.get("/workspaces").await;
+    api.get("/workspaces").await;
+    let limited = api.get("/workspaces").await;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(
+        limited.headers()["x-rate-limit-reset"],
+        format!("{}.{:03}", opened / 1000, opened % 1000).as_str()
+    );
+    assert_eq!(limited.headers()["retry-after"], "10");
+    h.shutdown().await;
+}
+
 fn pkce(verifier: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(sha2::Sha256::digest(verifier.as_bytes()))

@@ -27,12 +27,6 @@ pub use crate::transport::{stream_body, RawResponse};
 /// Sent on every call so Buddy (and operators reading its logs) can tell us apart.
 pub const USER_AGENT: &str = concat!("cigate/", env!("CARGO_PKG_VERSION"));
 
-/// Largest page Buddy serves (its internal design notes cap `per_page` at 50).
-pub const MAX_PER_PAGE: u32 = 50;
-
-/// Stops a paging loop against an upstream that ignores `page` and never runs dry.
-const MAX_PAGES: u32 = 10_000;
-
 /// Tunables of the shared pool; defaults suit Buddy's cloud.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpPoolConfig {
@@ -118,6 +112,9 @@ pub struct RateLimitHeaders {
     pub limit: Option<u64>,
     pub remaining: Option<u64>,
     pub reset: Option<i64>,
+    /// Buddy's clock when it answered (`Date`, Unix seconds): tells the governor when
+    /// Buddy's clock is not ours, so the reset is placed on our clock correctly.
+    pub date: Option<i64>,
 }
 
 impl RateLimitHeaders {
@@ -131,13 +128,31 @@ impl RateLimitHeaders {
         Self {
             limit: get(headers, LIMIT),
             remaining: get(headers, REMAINING),
-            reset: get(headers, RESET),
+            reset: headers
+                .get(RESET)
+                .and_then(|v| v.to_str().ok())
+                .and_then(reset_seconds),
+            date: headers
+                .get(http::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+                .map(|d| d.timestamp()),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.limit.is_none() && self.remaining.is_none() && self.reset.is_none()
     }
+}
+
+/// `X-Rate-Limit-Reset` as whole Unix seconds: `1700000010`, or with decimals
+/// (`1700000010.250`) truncated, which the governor's reset margin covers.
+fn reset_seconds(value: &str) -> Option<i64> {
+    let (whole, fraction) = value.trim().split_once('.').unwrap_or((value.trim(), ""));
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    whole.parse().ok()
 }
 
 /// One answer from Buddy, body parsed: JSON for 2xx (`Null` for 204 or an empty body),
@@ -413,52 +428,6 @@ impl BuddyClient {
             expires_at,
             workspaces,
         })
-    }
-
-    /// Reads every page of a Buddy list. Works whether or not Buddy sends the
-    /// counters: stops on an empty or short page, or at `total_page_count` when present.
-    /// `page`/`per_page` in `query` are replaced.
-    pub async fn get_all_pages(
-        &self,
-        path: &str,
-        query: &[(String, String)],
-        item_key: &str,
-        per_page: u32,
-    ) -> Result<Vec<Value>, BuddyError> {
-        let per_page = per_page.clamp(1, MAX_PER_PAGE);
-        let mut base: Vec<(String, String)> = query
-            .iter()
-            .filter(|(k, _)| k != "page" && k != "per_page")
-            .cloned()
-            .collect();
-        base.push(("per_page".into(), per_page.to_string()));
-        let mut all = Vec::new();
-        for page in 1..=MAX_PAGES {
-            let mut q = base.clone();
-            q.push(("page".into(), page.to_string()));
-            let up = self.get_json(path, &q).await?;
-            let items = match up.body.get(item_key) {
-                Some(Value::Array(items)) => items.clone(),
-                Some(Value::Null) | None => Vec::new(),
-                Some(_) => {
-                    return Err(BuddyError::Decode(format!(
-                        "`{item_key}` in a page of {path} is not an array"
-                    )))
-                }
-            };
-            let count = items.len();
-            all.extend(items);
-            let total_pages = up.body.get("total_page_count").and_then(Value::as_u64);
-            if count == 0
-                || count < per_page as usize
-                || total_pages.is_some_and(|t| u64::from(page) >= t)
-            {
-                return Ok(all);
-            }
-        }
-        Err(BuddyError::Decode(format!(
-            "{path} returned more than {MAX_PAGES} pages"
-        )))
     }
 
     /// The full URL for `path` under the base URL (whose own path, e.g. `/api`, is kept).
@@ -832,11 +801,27 @@ mod tests {
             RateLimitHeaders {
                 limit: Some(1),
                 remaining: Some(999),
-                reset: Some(1_700_000_000)
+                reset: Some(1_700_000_000),
+                date: None,
             }
         );
-        h.insert("X-Rate-Limit-Reset", HeaderValue::from_static("soon"));
-        assert_eq!(RateLimitHeaders::from_headers(&h).reset, None);
+        h.insert(
+            "Date",
+            HeaderValue::from_static("Tue, 14 Nov 2023 22:13:20 GMT"),
+        );
+        assert_eq!(RateLimitHeaders::from_headers(&h).date, Some(1_700_000_000));
+        h.insert(
+            "X-Rate-Limit-Reset",
+            HeaderValue::from_static("1700000000.750"),
+        );
+        assert_eq!(
+            RateLimitHeaders::from_headers(&h).reset,
+            Some(1_700_000_000)
+        );
+        for bad in ["soon", "17.x", "1.2.3", ""] {
+            h.insert("X-Rate-Limit-Reset", HeaderValue::from_static(bad));
+            assert_eq!(RateLimitHeaders::from_headers(&h).reset, None, "{bad}");
+        }
         assert!(RateLimitHeaders::from_headers(&HeaderMap::new()).is_empty());
     }
 

@@ -11,40 +11,53 @@
 //! the reset in whole seconds, so the real reset may be up to a second later) plus a
 //! little jitter. `X-Rate-Limit-Limit` is ignored (Buddy's samples send 1).
 //!
+//! What the reset means is not documented (a window opened by the token's first request
+//! or aligned to the clock; the end floored, rounded or exact), so the governor assumes
+//! only that the window ends within a second of the reported reset: the margin covers
+//! every reading. It never sends a burst on a guess: when a known window runs out, one
+//! call goes alone until an answer tells the next window, so a wrong guess costs one
+//! throttled call; a throttled call blocks the account for `Retry-After` plus a margin
+//! (it may be truncated like the reset) or at least one margin, then again one call
+//! goes alone. The last unit of a window goes only when no call sent before it is
+//! unanswered (calls on other connections may reach Buddy in another order than they
+//! were sent). A turn handed out ahead of its time is revoked when an answer meanwhile
+//! shows the budget gone or the account blocked.
+//!
 //! Learning the reset's phase ([`GovernorConfig::learn_reset_phase`]): the margin costs
 //! up to a second per window, 20 % of a 5 s window. When an answer reports a new window
 //! with `remaining` one below the largest budget seen, our request opened that window;
-//! if the window lasts whole seconds from its first request (the simulator does; a
-//! window aligned to the clock ends at the reported second, earlier still), it ends at
-//! `reset + frac(t)` with `t` when Buddy counted that request, which lies between our
-//! send and its answer. So when both fall in the same second, the window is taken to
-//! renew at `reset + frac(answer) + 50 ms` instead of `reset + margin`. A 429 in a
-//! window renewed that way turns the learning off for good (Buddy's windows are not
-//! like that), and the margin applies again.
+//! if the window lasts whole seconds from its first request (a window aligned to the
+//! clock ends at the reported second, earlier still), it ends at `reset + frac(t)` with
+//! `t` when Buddy counted that request, which lies between our send and its answer. So
+//! when both fall in the same second, the window is taken to renew at
+//! `reset + frac(answer) + 50 ms` instead of `reset + margin`.
+//!
+//! Optimisations switch themselves off: every permit records what let it out (the
+//! learned phase before the margin's renewal, a free burst, a call while nothing was
+//! known), and a throttled call turns each of those off for good for this account.
 //!
 //! Every response corrects the estimate: the customer's own scripts may spend the same
 //! token's budget, so the lowest remaining reported for a window wins, minus our calls
 //! Buddy cannot have counted yet (reserved but unsent, or sent after the answered one;
 //! calls sent before it are taken as counted, which holds on one connection and nearly
-//! so across several; the reserve covers the rest).
+//! so across several; the last-unit rule above covers the rest).
 //!
-//! Until the first response of a window nothing is known; up to
-//! [`GovernorConfig::unknown_burst`] calls go out at once and the rest wait for their
-//! answers.
+//! Until the first response nothing is known; up to [`GovernorConfig::unknown_burst`]
+//! calls go out at once (one after a window ran out, see above) and the rest wait for
+//! their answers.
+//!
+//! Clocks: the reset is compared with this host's wall clock while Buddy's `Date`
+//! agrees with it; when `Date` says Buddy's clock is off ours, the reset is placed by
+//! the offset `Date` bounds (its lower bound, so never earlier than it is) and the
+//! phase is not learned.
 //!
 //! State is per process. Several cigate instances sharing one account each keep their
-//! own governor, but every response reports the *shared* remaining budget, so each
-//! instance sees the others' spending one response later and they converge. The
-//! trade-off: between two responses, N instances may each spend what they believe is
-//! left, so near the end of a window the overshoot is at most one reservation per
-//! in-flight call per instance; Buddy answers those with 429 (not executed), which the
-//! retry layer absorbs by waiting for the reset. Sharing state through the store would
-//! remove that at the cost of a store round-trip per upstream call.
-//!
-//! Clocks: the reset is compared with this host's wall clock, which is assumed to be
-//! NTP-synchronised with Buddy's. If ours runs ahead, a window looks over early; a
-//! response that still reports a past reset re-arms the wait for one margin, and a 429
-//! is then absorbed as above.
+//! own governor; every response reports the *shared* remaining budget, so each sees the
+//! others' spending one response later, but between two responses each spends what it
+//! believes is left, and near a window's end two may take its last unit at once: Buddy
+//! refuses such a call (not executed) and the retry layer absorbs it by waiting for the
+//! reset. Measured in `docs/benchmarks.md` (several instances: 2 throttled calls in a
+//! run for two instances, 4 for three).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -190,11 +203,35 @@ struct State {
     /// The largest budget seen before the current window; the phase is learned from
     /// the second window on.
     budget_before: u64,
-    /// Turned off by a 429 in a window whose renewal was estimated from its phase.
+    /// Turned off by a throttled call sent before the margin would have let it go.
     phase_learning: bool,
+    /// Free bursts; turned off by a throttled call of a free burst.
+    free_burst: bool,
+    /// Calls allowed out while nothing is known; 1 after a blind call was throttled.
+    unknown_burst: u64,
+    /// A known window ran out: until an answer tells the next one, one call goes alone,
+    /// so a wrong guess about the renewal costs one throttled call, not a burst.
+    renewing: bool,
+    /// After a window renewed by its learned phase: the margin's renewal, before which
+    /// handed-out calls are "early" (see [`Tags`]).
+    early_until: Option<Instant>,
+    /// What we know of Buddy's clock minus ours, from `Date` headers: the bounds
+    /// `[max(date − answered), min(date + 1 − sent)]` over the answers seen.
+    offset: Option<(f64, f64)>,
     /// Sequence numbers of calls sent and not yet answered.
     sent: BTreeSet<u64>,
     next_seq: u64,
+}
+
+/// Which optimisations let a call out, so a throttled one turns them off for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tags {
+    /// Sent before the margin's renewal, because the learned phase said the window renewed.
+    early: bool,
+    /// Sent at once by a free burst.
+    free: bool,
+    /// Sent while nothing was known about the window.
+    blind: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -208,10 +245,32 @@ struct Window {
     remaining: i64,
     /// `renew_at` comes from the learned phase, not the margin.
     phased: bool,
+    /// The margin's renewal: reported reset + margin.
+    sure_renew_at: Instant,
 }
 
 /// Added to a phase-based renewal for clock granularity and conversion error.
 const PHASE_SLACK: f64 = 0.05;
+
+/// Buddy's clock minus ours, in seconds, learned from `Date` (whole seconds: Buddy's
+/// clock read `date` somewhere between our send and our answer, so the offset lies in
+/// `[date − answered, date + 1 − sent]`; the answers narrow it). 0 while our clock fits
+/// it; otherwise its lower bound, which places every reset later on our clock, never
+/// earlier.
+fn buddy_offset(st: &mut State, date: Option<i64>, sent: f64, answered: f64) -> f64 {
+    if let Some(date) = date {
+        let (lo, hi) = (date as f64 - answered, date as f64 + 1.0 - sent);
+        st.offset = Some(match st.offset {
+            Some((l, h)) if lo.max(l) <= hi.min(h) => (lo.max(l), hi.min(h)),
+            // The first answer, or a clock that jumped: start again.
+            _ => (lo, hi),
+        });
+    }
+    match st.offset {
+        Some((lo, hi)) if lo > 0.0 || hi < 0.0 => lo,
+        _ => 0.0,
+    }
+}
 
 fn rate_limited(at: Instant, now: Instant) -> BuddyError {
     BuddyError::RateLimited {
@@ -232,7 +291,11 @@ impl Drop for Dequeue<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Decision {
     /// A unit is reserved; send at this time.
-    Go { at: Instant, window: Option<i64> },
+    Go {
+        at: Instant,
+        window: Option<i64>,
+        tags: Tags,
+    },
     /// Nothing left: try again at this time.
     WaitUntil(Instant),
     /// Budget unknown and enough calls in flight: wait for an answer.
@@ -252,6 +315,7 @@ pub struct Permit {
     sent_at: Option<Instant>,
     /// Order of sending among this governor's calls.
     seq: Option<u64>,
+    tags: Tags,
     done: bool,
 }
 
@@ -302,6 +366,11 @@ impl Governor {
                 blocked_until: None,
                 budget_before: 0,
                 phase_learning: config.learn_reset_phase,
+                free_burst: config.free_percent > 0,
+                unknown_burst: u64::from(config.unknown_burst.max(1)),
+                renewing: false,
+                early_until: None,
+                offset: None,
                 sent: BTreeSet::new(),
                 next_seq: 0,
             }),
@@ -345,11 +414,36 @@ impl Governor {
     /// Waits for this call's turn and reserves a unit of budget. When the turn comes
     /// after `deadline`, returns [`BuddyError::RateLimited`] at once instead of waiting.
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Permit, BuddyError> {
+        loop {
+            let permit = self.turn(deadline).await?;
+            if !self.revoked(&permit) {
+                return Ok(permit);
+            }
+            // Handed back (its unit too, unsent); the caller queues again.
+            drop(permit);
+        }
+    }
+
+    /// Turns are handed out ahead of their time; an answer that came meanwhile may show
+    /// the budget gone (another consumer spent it, or Buddy refused a call): such a turn
+    /// must not be used, or every turn handed out ahead is a throttled call.
+    fn revoked(&self, permit: &Permit) -> bool {
+        let now = Instant::now();
+        let st = self.lock();
+        st.blocked_until.is_some_and(|until| now < until)
+            || st
+                .window
+                .is_some_and(|w| Some(w.reset_unix) == permit.window && w.remaining < 0)
+    }
+
+    async fn turn(self: &Arc<Self>, deadline: Instant) -> Result<Permit, BuddyError> {
         // Fast path while nobody waits, so nobody is overtaken.
         if self.queued.load(Ordering::SeqCst) == 0 {
             let now = Instant::now();
             match self.decide(now, deadline) {
-                Decision::Go { at, window } => return Ok(self.permit_at(at, window).await),
+                Decision::Go { at, window, tags } => {
+                    return Ok(self.permit_at(at, window, tags).await)
+                }
                 Decision::TooLate(at) | Decision::WaitUntil(at) if at > deadline => {
                     return Err(rate_limited(at, now))
                 }
@@ -372,9 +466,9 @@ impl Governor {
             answered.as_mut().enable();
             let now = Instant::now();
             match self.decide(now, deadline) {
-                Decision::Go { at, window } => {
+                Decision::Go { at, window, tags } => {
                     drop(turn);
-                    return Ok(self.permit_at(at, window).await);
+                    return Ok(self.permit_at(at, window, tags).await);
                 }
                 Decision::TooLate(at) | Decision::WaitUntil(at) if at > deadline => {
                     return Err(rate_limited(at, now))
@@ -396,13 +490,14 @@ impl Governor {
 
     /// A reserved unit, handed out at `at`. Built before the sleep so a cancelled
     /// caller hands its unit back.
-    async fn permit_at(self: &Arc<Self>, at: Instant, window: Option<i64>) -> Permit {
+    async fn permit_at(self: &Arc<Self>, at: Instant, window: Option<i64>, tags: Tags) -> Permit {
         let permit = Permit {
             governor: Arc::clone(self),
             window,
             sent: false,
             sent_at: None,
             seq: None,
+            tags,
             done: false,
         };
         // Tokio's timer rounds up to the next millisecond: a turn that is already due
@@ -439,19 +534,33 @@ impl Governor {
             }
             st.blocked_until = None;
         }
-        if st.window.is_some_and(|w| now >= w.renew_at) {
+        if let Some(w) = st.window.filter(|w| now >= w.renew_at) {
             st.window = None;
+            st.renewing = true;
+            st.early_until = (w.sure_renew_at > w.renew_at).then_some(w.sure_renew_at);
+        }
+        if st.early_until.is_some_and(|until| now >= until) {
+            st.early_until = None;
         }
         let reserve = st.learned_budget * u64::from(self.config.reserve_percent) / 100;
         let free_above = st.learned_budget * u64::from(self.config.free_percent) / 100;
         let tat = st.tat;
+        let unanswered = !st.sent.is_empty();
+        let free_burst = st.free_burst;
+        let early = st.early_until.is_some();
         let Some(window) = st.window.as_mut() else {
-            if st.unknown_in_flight < u64::from(self.config.unknown_burst.max(1)) {
+            let limit = if st.renewing { 1 } else { st.unknown_burst };
+            if st.unknown_in_flight < limit {
                 st.unknown_in_flight += 1;
                 st.in_flight += 1;
                 return Decision::Go {
                     at: now,
                     window: None,
+                    tags: Tags {
+                        early,
+                        blind: true,
+                        ..Tags::default()
+                    },
                 };
             }
             return Decision::WaitForAnswer;
@@ -460,18 +569,29 @@ impl Governor {
         if available <= 0 {
             return Decision::WaitUntil(window.renew_at);
         }
+        // Calls in flight on other connections may reach Buddy in another order than
+        // they were sent, so the estimate may be one high: the window's last unit goes
+        // only once every call sent before it is answered.
+        if available == 1 && unanswered {
+            return Decision::WaitForAnswer;
+        }
         // A free burst only while the reset is far: in a short window (60 per minute)
         // a burst leaves the last quarter spread so thin that steady callers queued
         // behind it miss their deadlines, and spacing costs each call little anyway.
         let reset_is_far =
             window.reset_at.saturating_duration_since(now) > self.config.free_burst_horizon;
-        if self.config.free_percent > 0 && available > free_above as i64 && reset_is_far {
+        if free_burst && available > free_above as i64 && reset_is_far {
             window.remaining -= 1;
             let reset_unix = window.reset_unix;
             st.in_flight += 1;
             return Decision::Go {
                 at: now,
                 window: Some(reset_unix),
+                tags: Tags {
+                    early,
+                    free: true,
+                    ..Tags::default()
+                },
             };
         }
         // Spread what is left evenly over [base, reset]; run ahead by at most `tau`.
@@ -492,6 +612,10 @@ impl Governor {
         Decision::Go {
             at,
             window: Some(reset_unix),
+            tags: Tags {
+                early: st.early_until.is_some_and(|until| at < until),
+                ..Tags::default()
+            },
         }
     }
 
@@ -527,8 +651,17 @@ impl Governor {
     ) {
         permit.done = true;
         let now = Instant::now();
-        let unix_now = self.clock.unix_now();
+        let our_unix_now = self.clock.unix_now();
         let mut st = self.lock();
+        if rate_limited {
+            self.switch_off(&mut st, permit.tags);
+        }
+        let sent_ago = permit
+            .sent_at
+            .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
+        let offset = buddy_offset(&mut st, headers.date, our_unix_now - sent_ago, our_unix_now);
+        // Buddy's clock now, as far as we can tell.
+        let unix_now = our_unix_now + offset;
         st.in_flight = st.in_flight.saturating_sub(1);
         if let Some(seq) = permit.seq {
             st.sent.remove(&seq);
@@ -536,109 +669,125 @@ impl Governor {
         if permit.window.is_none() {
             st.unknown_in_flight = st.unknown_in_flight.saturating_sub(1);
         }
-        match (headers.remaining, headers.reset) {
-            (Some(remaining), Some(reset_unix)) => {
-                if rate_limited && st.window.is_some_and(|w| w.phased) {
-                    st.phase_learning = false;
-                }
-                // Our request opened this window if it left one below the budget of the
-                // windows before (answers may arrive in any order, so any answer of the
-                // window may be the one).
-                let new_window = st.window.is_none_or(|w| reset_unix > w.reset_unix);
-                let budget_before = if new_window {
-                    st.learned_budget
-                } else {
-                    st.budget_before
+        if let (Some(remaining), Some(reset_unix)) = (headers.remaining, headers.reset) {
+            st.renewing = false;
+            // Our request opened this window if it left one below the budget of the
+            // windows before (answers may arrive in any order, so any answer of the
+            // window may be the one).
+            let new_window = st.window.is_none_or(|w| reset_unix > w.reset_unix);
+            let budget_before = if new_window {
+                st.learned_budget
+            } else {
+                st.budget_before
+            };
+            let opened_window =
+                !rate_limited && budget_before > 0 && remaining.saturating_add(1) >= budget_before;
+            if !rate_limited {
+                st.learned_budget = st.learned_budget.max(remaining.saturating_add(1));
+            }
+            // Not yet counted in `remaining`: our reserved calls not sent yet, and
+            // those sent after this one (those sent before it reached Buddy first).
+            let uncounted = {
+                let unsent = st.in_flight.saturating_sub(st.sent.len() as u64);
+                let later = match permit.seq {
+                    Some(seq) => st.sent.range(seq + 1..).count(),
+                    None => st.sent.len(),
                 };
-                let opened_window = !rate_limited
-                    && budget_before > 0
-                    && remaining.saturating_add(1) >= budget_before;
-                if !rate_limited {
-                    st.learned_budget = st.learned_budget.max(remaining.saturating_add(1));
-                }
-                // Not yet counted in `remaining`: our reserved calls not sent yet, and
-                // those sent after this one (those sent before it reached Buddy first).
-                let uncounted = {
-                    let unsent = st.in_flight.saturating_sub(st.sent.len() as u64);
-                    let later = match permit.seq {
-                        Some(seq) => st.sent.range(seq + 1..).count(),
-                        None => st.sent.len(),
-                    };
-                    unsent + later as u64
-                };
-                let candidate = if rate_limited {
-                    0
-                } else {
-                    (remaining.min(i64::MAX as u64) as i64) - uncounted as i64
-                };
-                let sent_unix = permit
-                    .sent_at
-                    .map(|at| unix_now - now.saturating_duration_since(at).as_secs_f64());
-                let phase = sent_unix
-                    .filter(|sent| {
-                        st.phase_learning && opened_window && sent.floor() == unix_now.floor()
-                    })
-                    .map(|_| unix_now.fract() + PHASE_SLACK);
-                let at_unix = |unix: f64| now + Duration::from_secs_f64((unix - unix_now).max(0.0));
-                let fresh = match phase {
-                    Some(fract) => {
-                        let renew_at = at_unix(reset_unix as f64 + fract);
-                        Window {
-                            reset_unix,
-                            reset_at: renew_at,
-                            renew_at,
-                            remaining: candidate,
-                            phased: true,
-                        }
-                    }
-                    None => {
-                        let reset_at = at_unix(reset_unix as f64);
-                        Window {
-                            reset_unix,
-                            reset_at,
-                            renew_at: reset_at + self.config.reset_margin,
-                            remaining: candidate,
-                            phased: false,
-                        }
-                    }
-                };
-                match st.window.as_mut() {
-                    // An answer from a window we already left behind.
-                    Some(w) if reset_unix < w.reset_unix => {}
-                    Some(w) if reset_unix == w.reset_unix => {
-                        w.remaining = w.remaining.min(candidate);
-                        if rate_limited {
-                            w.renew_at = w.renew_at.max(fresh.renew_at);
-                            w.phased = false;
-                        } else if fresh.phased && !w.phased {
-                            // The opener's answer came after another one of the window.
-                            w.renew_at = w.renew_at.min(fresh.renew_at);
-                            w.phased = true;
-                        }
-                    }
-                    _ => {
-                        st.window = Some(fresh);
-                        st.budget_before = budget_before;
-                        // Turns already handed out (up to `tat`) go out in this window
-                        // and are already taken off its `remaining`; starting the
-                        // schedule at `now` would spread what is left over time they
-                        // occupy, and with 20 queued callers stretch each turn by half.
-                        st.tat = st.tat.max(now);
+                unsent + later as u64
+            };
+            let candidate = if rate_limited {
+                0
+            } else {
+                (remaining.min(i64::MAX as u64) as i64) - uncounted as i64
+            };
+            let sent_unix = permit.sent_at.map(|_| unix_now - sent_ago);
+            // Not with a clock known only to the second from `Date`.
+            let phase = sent_unix
+                .filter(|sent| {
+                    st.phase_learning
+                        && offset == 0.0
+                        && opened_window
+                        && sent.floor() == unix_now.floor()
+                })
+                .map(|_| unix_now.fract() + PHASE_SLACK);
+            let at_unix = |unix: f64| now + Duration::from_secs_f64((unix - unix_now).max(0.0));
+            let fresh = match phase {
+                Some(fract) => {
+                    let renew_at = at_unix(reset_unix as f64 + fract);
+                    Window {
+                        reset_unix,
+                        reset_at: renew_at,
+                        renew_at,
+                        remaining: candidate,
+                        phased: true,
+                        sure_renew_at: at_unix(reset_unix as f64) + self.config.reset_margin,
                     }
                 }
-                if let (true, Some(after)) = (rate_limited, retry_after) {
-                    let until = now + after;
-                    st.blocked_until = Some(st.blocked_until.map_or(until, |b| b.max(until)));
+                None => {
+                    let reset_at = at_unix(reset_unix as f64);
+                    Window {
+                        reset_unix,
+                        reset_at,
+                        renew_at: reset_at + self.config.reset_margin,
+                        remaining: candidate,
+                        phased: false,
+                        sure_renew_at: reset_at + self.config.reset_margin,
+                    }
+                }
+            };
+            match st.window.as_mut() {
+                // An answer from a window we already left behind.
+                Some(w) if reset_unix < w.reset_unix => {}
+                Some(w) if reset_unix == w.reset_unix => {
+                    w.remaining = w.remaining.min(candidate);
+                    if rate_limited {
+                        w.renew_at = w.renew_at.max(fresh.renew_at);
+                        w.phased = false;
+                    } else if fresh.phased && !w.phased {
+                        // The opener's answer came after another one of the window.
+                        w.renew_at = w.renew_at.min(fresh.renew_at);
+                        w.phased = true;
+                    }
+                }
+                _ => {
+                    st.window = Some(fresh);
+                    st.budget_before = budget_before;
+                    // Turns already handed out (up to `tat`) go out in this window
+                    // and are already taken off its `remaining`; starting the
+                    // schedule at `now` would spread what is left over time they
+                    // occupy, and with 20 queued callers stretch each turn by half.
+                    st.tat = st.tat.max(now);
                 }
             }
-            _ if rate_limited => {
-                let until = now + retry_after.unwrap_or(self.config.reset_margin);
-                st.blocked_until = Some(st.blocked_until.map_or(until, |b| b.max(until)));
-            }
-            _ => {}
+        }
+        if rate_limited {
+            // `Retry-After` is whole seconds and may be truncated like the reset, and a
+            // reset already past (Buddy's window outlasted it) must not let the next
+            // call go at once: at least one margin, then one call alone.
+            let margin = self.config.reset_margin;
+            let until = now + retry_after.map_or(margin, |after| after + margin);
+            st.blocked_until = Some(st.blocked_until.map_or(until, |b| b.max(until)));
+            st.renewing = true;
         }
         drop(st);
         self.answered.notify_waiters();
+    }
+
+    /// A throttled call turns off, for good, each optimisation that let it out.
+    fn switch_off(&self, st: &mut State, tags: Tags) {
+        if tags.early && st.phase_learning {
+            st.phase_learning = false;
+            tracing::info!("rate governor: a call sent on the learned reset phase was throttled; margin from now on");
+        }
+        if tags.free && st.free_burst {
+            st.free_burst = false;
+            tracing::info!(
+                "rate governor: a call of a free burst was throttled; spacing from now on"
+            );
+        }
+        if tags.blind {
+            st.unknown_burst = 1;
+        }
     }
 }
 
@@ -714,6 +863,7 @@ mod tests {
             limit: Some(1),
             remaining: Some(remaining),
             reset: Some(reset),
+            date: None,
         }
     }
 
@@ -851,20 +1001,23 @@ mod tests {
             learn_reset_phase: true,
             ..cfg()
         });
-        spend_window(&g, 10, T0 as i64 + 4, Duration::ZERO).await;
-        // Two calls open the next window at 5 s; the opener (9 left) answers last.
+        // A budget of 10, the reset reported at 4 s (rounded up: Buddy's window really
+        // ends at 3.5 s).
+        call(&g, 9, T0 as i64 + 4).await;
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        // Two calls open the next window; the opener (9 left) answers last.
         let mut opener = g.acquire(far()).await.unwrap();
-        let mut other = g.acquire(far()).await.unwrap();
         opener.mark_sent();
+        let mut other = g.acquire(far()).await.unwrap();
         other.mark_sent();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        g.observe(other, &headers(8, T0 as i64 + 9), false, None);
-        g.observe(opener, &headers(9, T0 as i64 + 9), false, None);
+        tokio::time::sleep_until(start + Duration::from_millis(3900)).await;
+        g.observe(other, &headers(8, T0 as i64 + 8), false, None);
+        g.observe(opener, &headers(9, T0 as i64 + 8), false, None);
         // Sent before the other, the opener was counted in its answer: 8 left.
         assert_eq!(g.snapshot().remaining, Some(8));
-        spend_window(&g, 8, T0 as i64 + 9, Duration::ZERO).await;
+        spend_window(&g, 8, T0 as i64 + 8, Duration::ZERO).await;
         drop(g.acquire(far()).await.unwrap());
-        assert_near(start.elapsed(), 9250);
+        assert_near(start.elapsed(), 8950);
     }
 
     #[tokio::test(start_paused = true)]
@@ -922,10 +1075,88 @@ mod tests {
             &[0, 2, 4].map(Duration::from_secs),
             "{times:?}"
         );
-        // After the renewal only the unknown-budget burst goes out before an answer;
-        // the rest give up at their deadline.
-        assert_eq!(times.len(), 3 + cfg().unknown_burst as usize, "{times:?}");
+        // After the renewal one call goes alone until an answer tells the new window
+        // (a wrong guess of the renewal costs one throttled call); the rest give up at
+        // their deadline.
+        assert_eq!(times.len(), 3 + 1, "{times:?}");
         assert!(times[3..].iter().all(|t| *t == Duration::from_secs(7)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_handed_out_ahead_is_revoked_when_the_budget_turns_out_spent() {
+        let g = governor(cfg());
+        // 10 left for 10 s: one turn per second.
+        call(&g, 10, T0 as i64 + 10).await;
+        let t0 = Instant::now();
+        let mut first = g.acquire(far()).await.unwrap();
+        let g2 = Arc::clone(&g);
+        // Handed the turn at 1 s, and waiting for it.
+        let waiter = tokio::spawn(async move {
+            drop(g2.acquire(far()).await.unwrap());
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Another consumer spent the window: the first call's answer says 0 left.
+        first.mark_sent();
+        g.observe(first, &headers(0, T0 as i64 + 10), false, None);
+        // The turn at 1 s is not used; the caller goes at the renewal (10 s + 1 s).
+        assert_eq!(waiter.await.unwrap() - t0, Duration::from_secs(11));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_optimisation_switches_itself_off() {
+        let g = governor(GovernorConfig {
+            free_percent: 25,
+            ..cfg()
+        });
+        // A fresh 1,000 per hour: free bursts.
+        call(&g, 999, T0 as i64 + 3600).await;
+        let mut p = g.acquire(far()).await.unwrap();
+        assert!(p.tags.free);
+        p.mark_sent();
+        // Someone else spent the budget: Buddy refuses the burst's call.
+        g.observe(
+            p,
+            &headers(0, T0 as i64 + 3600),
+            true,
+            Some(Duration::from_secs(5)),
+        );
+        assert!(!g.lock().free_burst);
+        // Blind calls too: a throttled one leaves one call at a time while nothing is known.
+        let g = governor(cfg());
+        let mut p = g.acquire(far()).await.unwrap();
+        assert!(p.tags.blind);
+        p.mark_sent();
+        g.observe(
+            p,
+            &RateLimitHeaders::default(),
+            true,
+            Some(Duration::from_secs(1)),
+        );
+        assert_eq!(g.lock().unknown_burst, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buddys_date_places_the_reset_when_its_clock_is_off_ours() {
+        let g = governor(cfg());
+        // Buddy's clock 30 s behind ours: its reset 10 s ahead of *its* now.
+        let buddy_now = T0 as i64 - 30;
+        let headers = |remaining| RateLimitHeaders {
+            date: Some(buddy_now),
+            ..headers(remaining, buddy_now + 10)
+        };
+        let mut p = g.acquire(far()).await.unwrap();
+        p.mark_sent();
+        g.observe(p, &headers(0), false, None);
+        // Spent until 10 s from now (+ the margin, + up to a second for `Date`'s
+        // resolution), not at once as a reset 20 s in our past would say.
+        let t0 = Instant::now();
+        drop(g.acquire(far()).await.unwrap());
+        let waited = t0.elapsed();
+        assert!(
+            (Duration::from_secs(11)..=Duration::from_secs(12)).contains(&waited),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1027,9 +1258,10 @@ mod tests {
             true,
             Some(Duration::from_secs(3)),
         );
+        // Retry-After may be truncated like the reset: one margin more.
         let t0 = Instant::now();
         drop(g.acquire(far()).await.unwrap());
-        assert_eq!(t0.elapsed(), Duration::from_secs(3));
+        assert_eq!(t0.elapsed(), Duration::from_secs(4));
     }
 
     #[tokio::test(start_paused = true)]

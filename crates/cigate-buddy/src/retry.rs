@@ -5,6 +5,10 @@
 //! - idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE) on 502/503/504 and on
 //!   transport failures (refused, reset, cut off), with exponential backoff and full
 //!   jitter: a random pause in `[0, min(cap, base·2^n)]`;
+//! - reads (GET, HEAD, OPTIONS) on 500 too: a transient fault to a caller who asked
+//!   cigate to absorb them. A 500 on a write (PUT and DELETE included) is returned as
+//!   is: Buddy may have acted before failing, and some of its 500s are permanent
+//!   answers (deleting a missing member);
 //! - every method, POST and PATCH included, on a rate-limit answer (429, or 403
 //!   "Rate limit exceeded."): Buddy refuses such a request before acting on it, so
 //!   sending it again cannot run anything twice. The wait is the governor's: it holds
@@ -72,6 +76,11 @@ impl RetryPolicy {
         let ceiling = self.backoff_ceiling(retry).as_micros() as u64;
         Duration::from_micros(rand::thread_rng().gen_range(0..=ceiling))
     }
+}
+
+/// Methods that only read (RFC 9110 §9.2.1 "safe").
+pub fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
@@ -266,7 +275,12 @@ impl Pipeline<'_> {
                     if rate_limited {
                         Counters::add(&self.counters.rate_limited_received, 1);
                     }
-                    if !(rate_limited || idempotent && matches!(status, 502..=504)) {
+                    let transient = match status {
+                        500 => is_read(&request.method),
+                        502..=504 => idempotent,
+                        _ => false,
+                    };
+                    if !(rate_limited || transient) {
                         return Ok(response);
                     }
                     Failure::Answer {

@@ -1,14 +1,12 @@
 //! The Buddy client over real HTTP, against a small axum server on an ephemeral port
 //! that answers with Buddy's documented samples, error bodies and rate-limit headers.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
@@ -23,13 +21,6 @@ use url::Url;
 
 const GOOD: &str = "732e9e20-50ba-4047-8a7b-c9b17259a2a2";
 const NO_TOKEN_INFO: &str = "11111111-2222-4333-8444-555555555555";
-
-#[derive(Default)]
-struct Counters {
-    paged: AtomicUsize,
-}
-
-type Shared = Arc<Counters>;
 
 fn rate_headers(remaining: u64) -> [(&'static str, String); 3] {
     [
@@ -135,43 +126,7 @@ async fn echo_body(headers: HeaderMap, body: Bytes) -> Response {
         .into_response()
 }
 
-/// Executions list with Buddy's five counters; 6 items.
-async fn paged_counters(
-    State(c): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Json<Value> {
-    c.paged.fetch_add(1, Ordering::SeqCst);
-    let (items, page, per_page, total_pages) = page_of(&q, 6);
-    Json(json!({
-        "url": "https://api.buddy.works/workspaces/buddy/projects/p/pipelines/2/executions",
-        "page": page, "page_size": per_page, "total_page_count": total_pages,
-        "element_count": items.len(), "total_element_count": 6,
-        "executions": items
-    }))
-}
-
-/// Projects list without counters (as Buddy's samples show); 6 items.
-async fn paged_plain(
-    State(c): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Json<Value> {
-    c.paged.fetch_add(1, Ordering::SeqCst);
-    let (items, ..) = page_of(&q, 6);
-    Json(json!({"url": "u", "html_url": "h", "projects": items}))
-}
-
-fn page_of(q: &HashMap<String, String>, total: u64) -> (Vec<Value>, u64, u64, u64) {
-    let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
-    let per_page: u64 = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(20);
-    let start = (page - 1) * per_page;
-    let items = (start..total.min(start + per_page))
-        .map(|i| json!({"id": i + 1, "status": "SUCCESSFUL", "triggeredOn": "CLICK"}))
-        .collect();
-    (items, page, per_page, total.div_ceil(per_page))
-}
-
-async fn start() -> (SocketAddr, Shared) {
-    let state: Shared = Arc::default();
+async fn start() -> SocketAddr {
     let api = Router::new()
         .route("/user/token", get(user_token))
         .route("/workspaces", get(workspaces))
@@ -214,16 +169,14 @@ async fn start() -> (SocketAddr, Shared) {
         .route("/thing", delete(|| async { StatusCode::NO_CONTENT }))
         .route("/accepted", post(|| async { StatusCode::ACCEPTED }))
         .route("/hang", get(std::future::pending::<&'static str>))
-        .route("/executions", get(paged_counters))
-        .route("/projects", get(paged_plain))
-        .with_state(state.clone());
+;
     let app = Router::new().nest("/api", api);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
-    (addr, state)
+    addr
 }
 
 fn client_for(addr: SocketAddr, token: &str) -> BuddyClient {
@@ -241,7 +194,7 @@ fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn get_json_injects_headers_keeps_base_path_and_reads_rate_limits() {
-    let (addr, _) = start().await;
+    let addr = start().await;
     let c = client_for(addr, GOOD);
     let up = c
         .get_json("/echo", &q(&[("page", "2"), ("q", "a b&c")]))
@@ -264,7 +217,7 @@ async fn get_json_injects_headers_keeps_base_path_and_reads_rate_limits() {
 
 #[tokio::test]
 async fn send_json_posts_a_body_and_handles_empty_answers() {
-    let (addr, _) = start().await;
+    let addr = start().await;
     let c = client_for(addr, GOOD);
     let body = json!({"branch": {"name": "main"}, "comment": "hi"});
     let up = c
@@ -289,7 +242,7 @@ async fn send_json_posts_a_body_and_handles_empty_answers() {
 
 #[tokio::test]
 async fn buddy_errors_become_typed() {
-    let (addr, _) = start().await;
+    let addr = start().await;
     let c = client_for(addr, GOOD);
 
     let e = c.get_json("/not-found", &[]).await.unwrap_err();
@@ -336,7 +289,7 @@ async fn buddy_errors_become_typed() {
 
 #[tokio::test]
 async fn a_token_echoed_by_buddy_is_scrubbed() {
-    let (addr, _) = start().await;
+    let addr = start().await;
     let c = client_for(addr, GOOD);
     let e = c.get_json("/echoes-token", &[]).await.unwrap_err();
     assert!(!e.to_string().contains(GOOD), "{e}");
@@ -346,7 +299,7 @@ async fn a_token_echoed_by_buddy_is_scrubbed() {
 
 #[tokio::test]
 async fn per_call_timeout_gives_timeout() {
-    let (addr, _) = start().await;
+    let addr = start().await;
     let c = client_for(addr, GOOD).with_timeout(Duration::from_millis(200));
     let e = c.get_json("/hang", &[]).await.unwrap_err();
     assert!(matches!(e, BuddyError::Timeout), "{e:?}");
@@ -354,7 +307,7 @@ async fn per_call_timeout_gives_timeout() {
 
 #[tokio::test]
 async fn refuses_traversal_before_any_request() {
-    let (addr, _) = start().await;
+    let addr = start().await;
     let c = client_for(addr, GOOD);
     for bad in [
         "/../echo",
@@ -369,7 +322,7 @@ async fn refuses_traversal_before_any_request() {
 
 #[tokio::test]
 async fn default_policy_refuses_loopback_at_request_and_connect_time() {
-    let (addr, _) = start().await;
+    let addr = start().await;
     let pool = HttpPool::new(UpstreamPolicy::default()).unwrap();
 
     // http is refused outright.
@@ -415,7 +368,7 @@ async fn default_policy_refuses_loopback_at_request_and_connect_time() {
 
 #[tokio::test]
 async fn verify_token_reads_scopes_expiry_and_workspaces() {
-    let (addr, _) = start().await;
+    let addr = start().await;
     let info = client_for(addr, GOOD).verify_token().await.unwrap();
     assert_eq!(
         info.scopes,
@@ -444,41 +397,8 @@ async fn verify_token_reads_scopes_expiry_and_workspaces() {
 }
 
 #[tokio::test]
-async fn pages_with_counters_stop_at_total_page_count() {
-    let (addr, counters) = start().await;
-    let c = client_for(addr, GOOD);
-    let items = c
-        .get_all_pages("/executions", &q(&[("page", "9")]), "executions", 3)
-        .await
-        .unwrap();
-    assert_eq!(items.len(), 6);
-    assert_eq!(items[5]["id"], 6);
-    assert_eq!(counters.paged.load(Ordering::SeqCst), 2);
-}
-
-#[tokio::test]
-async fn pages_without_counters_stop_on_a_short_or_empty_page() {
-    let (addr, counters) = start().await;
-    let c = client_for(addr, GOOD);
-    let items = c
-        .get_all_pages("/projects", &[], "projects", 3)
-        .await
-        .unwrap();
-    assert_eq!(items.len(), 6);
-    assert_eq!(counters.paged.load(Ordering::SeqCst), 3);
-
-    counters.paged.store(0, Ordering::SeqCst);
-    let items = c
-        .get_all_pages("/projects", &[], "projects", 4)
-        .await
-        .unwrap();
-    assert_eq!(items.len(), 6);
-    assert_eq!(counters.paged.load(Ordering::SeqCst), 2);
-}
-
-#[tokio::test]
 async fn send_raw_forwards_and_replaces_credentials() {
-    let (addr, _) = start().await;
+    let addr = start().await;
     let c = client_for(addr, GOOD);
     let mut req = RawRequest::new(Method::GET, "/raw");
     req.query = q(&[("access_token", "caller-token"), ("x", "1")]);
@@ -534,7 +454,7 @@ async fn traces_carry_method_host_and_path_but_no_token_or_query() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let (addr, _) = start().await;
+    let addr = start().await;
     let c = client_for(addr, GOOD);
     c.get_json("/echo", &q(&[("access_token", "query-secret-value")]))
         .await
@@ -628,24 +548,6 @@ mod against_the_simulator {
         assert!(!e
             .to_string()
             .contains("00000000-0000-4000-8000-000000000000"));
-        handle.shutdown().await;
-    }
-
-    #[tokio::test]
-    async fn pages_through_a_real_list() {
-        let handle = sim("").await;
-        let s = handle.sim();
-        let token = s.issue_token(TokenSpec::all_scopes());
-        let ws = s.workspace_domains()[0].clone();
-        let project = s.project_names(&ws)[0].clone();
-        let pipeline = s.pipeline_ids(&ws, &project)[0];
-        let expected = s.execution_count(&ws, &project, pipeline);
-        let path = format!("/workspaces/{ws}/projects/{project}/pipelines/{pipeline}/executions");
-        let items = client(&handle, &token)
-            .get_all_pages(&path, &[], "executions", 7)
-            .await
-            .unwrap();
-        assert_eq!(items.len() as u64, expected);
         handle.shutdown().await;
     }
 }

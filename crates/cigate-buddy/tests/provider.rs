@@ -385,3 +385,48 @@ async fn workspace_is_required_when_ambiguous() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A Buddy that ignores `page` and always answers a full page of projects: the job feed's
+/// discovery stops after `MAX_PAGES` pages with a clear error instead of paging forever.
+#[tokio::test]
+async fn a_list_that_never_runs_dry_is_refused_after_max_pages() {
+    use axum::extract::State;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let pages = Arc::new(AtomicU64::new(0));
+    let full_page = |State(pages): State<Arc<AtomicU64>>| async move {
+        pages.fetch_add(1, Ordering::SeqCst);
+        let projects: Vec<Value> = (0..cigate_buddy::provider::MAX_PER_PAGE)
+            .map(|i| serde_json::json!({"name": format!("p{i}"), "display_name": "P"}))
+            .collect();
+        axum::Json(serde_json::json!({"url": "u", "html_url": "h", "projects": projects}))
+    };
+    let app = axum::Router::new()
+        .route("/workspaces/acme/projects", axum::routing::get(full_page))
+        .with_state(Arc::clone(&pages));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let pool = HttpPool::new(UpstreamPolicy::ALLOW_PRIVATE).unwrap();
+    let provider = BuddyProvider::new(BuddyClient::new(
+        &pool,
+        Url::parse(&format!("http://{addr}")).unwrap(),
+        cigate_core::Secret::new(TOKEN),
+    ));
+    let query = ListQuery {
+        workspace: Some("acme".into()),
+        limit: 10,
+        ..ListQuery::default()
+    };
+    match provider.list(Resource::Jobs, &query, None).await {
+        Err(ProviderError::Transport(message)) => {
+            assert!(message.contains("full pages after 1000 pages"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        pages.load(Ordering::SeqCst),
+        cigate_buddy::provider::MAX_PAGES
+    );
+}

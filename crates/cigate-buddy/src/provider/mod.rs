@@ -25,7 +25,7 @@ use crate::error::BuddyError;
 use crate::mapping::{self, JobContext};
 use crate::wire;
 
-pub use window::MAX_PER_PAGE;
+pub use window::{MAX_PAGES, MAX_PER_PAGE};
 
 /// Scopes Buddy checks on the endpoints used here, named in errors when Buddy refuses.
 pub(crate) const SCOPE_WORKSPACE: &str = "WORKSPACE";
@@ -136,7 +136,7 @@ impl<'a> Call<'a> {
         scope: &'static str,
     ) -> Result<Vec<Value>, ProviderError> {
         let mut all = Vec::new();
-        for page in 1u64.. {
+        for page in 1..=MAX_PAGES {
             let body = self
                 .get(
                     path,
@@ -152,10 +152,16 @@ impl<'a> Call<'a> {
             let n = items.len();
             all.extend(items);
             if n < MAX_PER_PAGE as usize || counters.total_page_count.is_some_and(|t| page >= t) {
-                break;
+                return Ok(all);
             }
         }
-        Ok(all)
+        Err(provider_error(
+            BuddyError::Decode(format!(
+                "{path} still answered full pages after {MAX_PAGES} pages of {MAX_PER_PAGE}; \
+                 Buddy seems to ignore `page`"
+            )),
+            scope,
+        ))
     }
 
     fn rate_limit(&self) -> Option<RateLimit> {

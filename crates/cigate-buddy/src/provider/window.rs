@@ -18,6 +18,11 @@
 /// Buddy's largest page size.
 pub const MAX_PER_PAGE: u32 = 50;
 
+/// Pages read of one list before giving up: a Buddy that ignores `page` and always
+/// answers a full page would otherwise be paged forever (1,000 pages of 50: far more
+/// projects or pipelines than a workspace holds).
+pub const MAX_PAGES: u64 = 1_000;
+
 /// One Buddy list call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageCall {
