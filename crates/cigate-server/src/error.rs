@@ -99,6 +99,9 @@ pub enum ApiError {
     RequestTimeout,
     #[error("{0}")]
     Unsupported(String),
+    /// cigate's own state refuses the change right now (a delivery being attempted).
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -144,6 +147,7 @@ impl ApiError {
                 | Self::IdempotencyOutcomeUnknown { .. }
                 | Self::RequestTimeout
                 | Self::Unsupported(_)
+                | Self::Busy(_)
         )
     }
 
@@ -165,6 +169,7 @@ impl ApiError {
             }
             Self::Conflict { .. }
             | Self::IdempotencyInProgress
+            | Self::Busy(_)
             | Self::IdempotencyOutcomeUnknown { .. } => StatusCode::CONFLICT,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -197,6 +202,7 @@ impl ApiError {
             Self::IdempotencyOutcomeUnknown { .. } => "/problems/idempotency-outcome-unknown",
             Self::RequestTimeout => "/problems/request-timeout",
             Self::Unsupported(_) => "/problems/unsupported",
+            Self::Busy(_) => "/problems/busy",
             Self::UpstreamTimeout => "/problems/upstream-timeout",
             Self::UpstreamRateLimited { .. } => "/problems/upstream-rate-limited",
             Self::TooManyRequests { .. } => "/problems/rate-limited",
