@@ -199,9 +199,10 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let target_url = checked_target(&state, &body.target_url).await?;
+    // The checks without I/O first; the address check resolves the host.
     let event_types = checked_types(body.event_types.unwrap_or_else(|| vec!["*".into()]))?;
     let format = checked_format(body.format.as_deref().unwrap_or("cigate"))?;
+    let target_url = checked_target(&state, &body.target_url).await?;
     let (hook, secret) = state
         .store
         .create_webhook(NewWebhook {
