@@ -106,13 +106,13 @@ impl Receiver {
     }
 }
 
-async fn start() -> Harness {
-    Harness::start_configured(Backend::Sqlite, Default::default(), |config| {
+/// A gateway whose retry schedule is two short waits (three attempts in all).
+async fn start(backend: Backend) -> Option<Harness> {
+    Harness::start_configured(backend, Default::default(), |config| {
         config.webhook_retry_schedule =
             RetrySchedule(vec![Duration::from_millis(50), Duration::from_millis(50)]);
     })
     .await
-    .expect("sqlite harness")
 }
 
 async fn create(h: &Harness, body: Value) -> (u16, Value) {
@@ -137,8 +137,19 @@ async fn eventually(h: &Harness, path: &str, done: impl Fn(&Value) -> bool) -> V
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_test_event_arrives_signed_after_two_failures_and_can_be_redelivered() {
-    let h = start().await;
+async fn a_test_event_arrives_signed_after_two_failures_sqlite() {
+    signed_retried_redelivered(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_event_arrives_signed_after_two_failures_postgres() {
+    signed_retried_redelivered(Backend::Postgres).await;
+}
+
+async fn signed_retried_redelivered(backend: Backend) {
+    let Some(h) = start(backend).await else {
+        return;
+    };
     let mut rx = Receiver::start().await;
     let (status, hook) = create(&h, json!({ "target_url": rx.url, "event_types": ["test"] })).await;
     assert_eq!(status, 201, "{hook}");
@@ -234,9 +245,36 @@ async fn a_test_event_arrives_signed_after_two_failures_and_can_be_redelivered()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gone_deactivates_and_cdevents_go_out_as_cloudevents() {
-    let h = start().await;
+async fn exhausted_fails_gone_deactivates_and_cdevents_go_out_as_cloudevents() {
+    let h = start(Backend::Sqlite).await.expect("sqlite harness");
     let mut rx = Receiver::start().await;
+    let (_, failing) = create(&h, json!({ "target_url": rx.url, "event_types": ["test"] })).await;
+    let failing_id = failing["id"].as_str().unwrap().to_owned();
+    rx.fail_next(3, 503);
+    h.post("/webhook/test")
+        .json(&json!({ "id": failing_id }))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        rx.next().await;
+    }
+    let deliveries = eventually(&h, &format!("/webhook/{failing_id}/deliveries"), |b| {
+        b["result"][0]["status"] == "failed"
+    })
+    .await;
+    assert_eq!(deliveries["result"][0]["attempt_count"], 3);
+    assert!(deliveries["result"][0]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("503"));
+    let (_, still) = h.get_json(&format!("/webhook/{failing_id}")).await;
+    assert_eq!(
+        still["is_active"], true,
+        "exhaustion alone does not deactivate"
+    );
+    assert!(still["failing_since"].is_string());
+
     let (_, gone) = create(&h, json!({ "target_url": rx.url, "event_types": ["test"] })).await;
     let gone_id = gone["id"].as_str().unwrap().to_owned();
     rx.fail_next(1, 410);
