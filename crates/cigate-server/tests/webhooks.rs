@@ -406,3 +406,26 @@ async fn bad_subscriptions_are_refused_with_problems() {
         .unwrap();
     assert_eq!(test.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_lifecycle_events_reach_subscribers() {
+    let h = start(Backend::Sqlite).await.expect("sqlite harness");
+    let mut rx = Receiver::start().await;
+    let (_, hook) = create(
+        &h,
+        json!({ "target_url": rx.url, "event_types": ["integrated_account:*"] }),
+    )
+    .await;
+    let secret = WebhookSecret::parse(hook["secret"].as_str().unwrap()).unwrap();
+    let account_id = h.link().await;
+    let got = rx.next().await;
+    assert!(got.signed_by(&secret));
+    let body = got.json();
+    assert_eq!(body["event"], "integrated_account:created");
+    assert_eq!(body["payload"]["id"], account_id.as_str());
+    assert!(!String::from_utf8_lossy(&got.body).contains(&h.buddy_token));
+    let (_, events) = h
+        .get_json(&format!("/events?integrated_account_id={account_id}"))
+        .await;
+    assert_eq!(events["result"][0]["event"], "integrated_account:created");
+}
