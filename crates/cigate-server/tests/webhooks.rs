@@ -293,6 +293,17 @@ async fn exhausted_fails_gone_deactivates_and_cdevents_go_out_as_cloudevents() {
     })
     .await;
     assert_eq!(deliveries["result"][0]["attempt_count"], 1);
+    let refused = h
+        .post("/webhook/test")
+        .json(&json!({ "id": gone_id }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        422,
+        "an inactive webhook gets no test event"
+    );
 
     let (status, cd) = create(
         &h,

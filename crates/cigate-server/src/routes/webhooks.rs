@@ -361,13 +361,20 @@ pub struct TestWebhook {
 
 #[utoipa::path(post, path = "/webhook/test", tag = "webhooks", security(("api_token" = [])),
     request_body = TestWebhook,
-    responses((status = 202, description = "the `test` event queued for that webhook"), (status = 404, description = "no such webhook")))]
+    responses((status = 202, description = "the `test` event queued for that webhook"), (status = 404, description = "no such webhook"), (status = 422, description = "the webhook is inactive")))]
 pub async fn test(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<TestWebhook>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let hook = owned(&state, &caller, &body.id).await?;
+    if !hook.is_active {
+        // An inactive webhook gets nothing; its test event would wait unseen.
+        return Err(ApiError::Validation(format!(
+            "webhook `{}` is inactive; set `is_active` to true first",
+            hook.id
+        )));
+    }
     let event = delivery::record(
         &state,
         NewEvent {
