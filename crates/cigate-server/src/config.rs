@@ -115,6 +115,11 @@ pub struct ServerConfig {
     /// the delivery is `failed`.
     #[arg(long, env = "CIGATE_WEBHOOK_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = RetrySchedule::parse)]
     pub webhook_retry_schedule: RetrySchedule,
+    /// How long a worker holds a webhook delivery it is sending. Longer than the 15 s
+    /// delivery timeout, so only a worker that died loses it; another instance then
+    /// sends it again under the same `webhook-id`.
+    #[arg(long, env = "CIGATE_WEBHOOK_DELIVERY_LEASE", default_value = "60s", value_parser = parse_duration)]
+    pub webhook_delivery_lease: Duration,
 }
 
 /// The waits of [`ServerConfig::webhook_retry_schedule`], in order.
@@ -191,6 +196,7 @@ impl ServerConfig {
                     .map(Duration::from_secs)
                     .to_vec(),
             ),
+            webhook_delivery_lease: Duration::from_secs(60),
         }
     }
 }

@@ -14,7 +14,6 @@ use cigate_core::events::{
 use cigate_core::model::Job;
 use cigate_store::{
     AttemptOutcome, ClaimedDelivery, DeliveryAttempt, Event, NewEvent, WebhookFormat,
-    DEFAULT_DELIVERY_LEASE,
 };
 use rand::Rng;
 use serde_json::{json, Value};
@@ -55,7 +54,7 @@ pub async fn background(state: AppState) {
             let limit = u32::try_from(room).unwrap_or(1);
             match state
                 .store
-                .claim_deliveries(&holder, limit, DEFAULT_DELIVERY_LEASE)
+                .claim_deliveries(&holder, limit, state.config.webhook_delivery_lease)
                 .await
             {
                 Ok(claimed) => claimed,

@@ -52,6 +52,8 @@ impl Received {
 
 struct Receiver {
     url: String,
+    /// Requests left to hold open without ever answering.
+    hangs: Arc<AtomicUsize>,
     failures: Arc<AtomicUsize>,
     fail_status: Arc<AtomicUsize>,
     arrivals: mpsc::UnboundedReceiver<Received>,
@@ -62,15 +64,22 @@ impl Receiver {
         let (tx, arrivals) = mpsc::unbounded_channel();
         let failures = Arc::new(AtomicUsize::new(0));
         let fail_status = Arc::new(AtomicUsize::new(500));
-        let (f, s) = (failures.clone(), fail_status.clone());
+        let hangs = Arc::new(AtomicUsize::new(0));
+        let (f, s, hang) = (failures.clone(), fail_status.clone(), hangs.clone());
         let app = axum::Router::new().route(
             "/hook",
             post(move |headers: HeaderMap, body: Bytes| {
-                let (tx, f, s) = (tx.clone(), f.clone(), s.clone());
+                let (tx, f, s, hang) = (tx.clone(), f.clone(), s.clone(), hang.clone());
                 async move {
-                    let failing = f
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok();
+                    let take = |n: &AtomicUsize| {
+                        n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
+                    };
+                    if take(&hang) {
+                        let _ = tx.send(Received { headers, body });
+                        return std::future::pending().await;
+                    }
+                    let failing = take(&f);
                     let _ = tx.send(Received { headers, body });
                     if failing {
                         let code = u16::try_from(s.load(Ordering::SeqCst)).unwrap();
@@ -86,6 +95,7 @@ impl Receiver {
         tokio::spawn(async move { axum::serve(listener, app).await });
         Receiver {
             url: format!("http://{addr}/hook"),
+            hangs,
             failures,
             fail_status,
             arrivals,
@@ -439,4 +449,48 @@ async fn account_lifecycle_events_reach_subscribers() {
         .get_json(&format!("/events?integrated_account_id={account_id}"))
         .await;
     assert_eq!(events["result"][0]["event"], "integrated_account:created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_whose_worker_died_is_sent_again_under_the_same_id() {
+    let short_lease = |config: &mut cigate_server::ServerConfig| {
+        config.webhook_delivery_lease = Duration::from_secs(1);
+    };
+    let mut h = Harness::start_configured(Backend::Sqlite, Default::default(), short_lease)
+        .await
+        .expect("sqlite harness");
+    let mut rx = Receiver::start().await;
+    let (_, hook) = create(&h, json!({ "target_url": rx.url, "event_types": ["test"] })).await;
+    let secret = WebhookSecret::parse(hook["secret"].as_str().unwrap()).unwrap();
+    let id = hook["id"].as_str().unwrap().to_owned();
+    rx.hangs.store(1, Ordering::SeqCst);
+    h.post("/webhook/test")
+        .json(&json!({ "id": id }))
+        .send()
+        .await
+        .unwrap();
+    let first = rx.next().await;
+    // The instance dies mid-delivery; another one on the same database takes over.
+    h.server.abort();
+    let mut config = h.config.clone();
+    short_lease(&mut config);
+    let store = cigate_server::store::open(&config).await.unwrap();
+    let state = cigate_server::build_state(config, store).await.unwrap();
+    let mut other = cigate_server::start(state).await.unwrap();
+    let second = rx.next().await;
+    assert_eq!(second.header("webhook-id"), first.header("webhook-id"));
+    assert!(second.signed_by(&secret));
+    let deliveries: Value = h
+        .http
+        .get(format!("{}/webhook/{id}/deliveries", other.base_url()))
+        .bearer_auth(&h.api_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deliveries["result_count"], 1, "one delivery, sent twice");
+    other.shutdown().await.unwrap();
+    h.server.shutdown().await.ok();
 }

@@ -123,7 +123,7 @@ pub use model::{
 };
 pub use webhooks::{
     AttemptOutcome, ClaimedDelivery, Delivery, DeliveryAttempt, DeliveryStatus, Event, EventFilter,
-    NewEvent, NewWebhook, Webhook, WebhookFormat, WebhookPatch, DEFAULT_DELIVERY_LEASE,
+    NewEvent, NewWebhook, Webhook, WebhookFormat, WebhookPatch,
 };
 
 use db::DbPool;

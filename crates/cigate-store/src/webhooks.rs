@@ -411,9 +411,6 @@ fn insert_secret_sql() -> String {
     )
 }
 
-/// Longer than any delivery attempt (15 s) takes, so a live worker keeps its lease.
-pub const DEFAULT_DELIVERY_LEASE: Duration = Duration::from_secs(60);
-
 impl Store {
     fn seal_webhook_secret(
         &self,
