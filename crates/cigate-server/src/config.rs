@@ -124,6 +124,35 @@ pub struct ServerConfig {
     /// holder died (killed process) is known as such within this time.
     #[arg(long, env = "CIGATE_IDEMPOTENCY_LEASE", default_value = "10s", value_parser = parse_duration)]
     pub idempotency_lease: Duration,
+    /// Waits between a failed webhook delivery attempt and the next (comma-separated
+    /// durations, jittered; a receiver's `Retry-After` wins). After the last one fails,
+    /// the delivery is `failed`.
+    #[arg(long, env = "CIGATE_WEBHOOK_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = RetrySchedule::parse)]
+    pub webhook_retry_schedule: RetrySchedule,
+    /// How long a worker holds a webhook delivery it is sending. Longer than the 15 s
+    /// delivery timeout, so only a worker that died loses it; another instance then
+    /// sends it again under the same `webhook-id`.
+    #[arg(long, env = "CIGATE_WEBHOOK_DELIVERY_LEASE", default_value = "60s", value_parser = parse_duration)]
+    pub webhook_delivery_lease: Duration,
+}
+
+/// The waits of [`ServerConfig::webhook_retry_schedule`], in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<Duration>);
+
+impl RetrySchedule {
+    /// Every entry must be a valid duration: a typo is a start-up error, not a
+    /// silently shorter schedule.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let waits = text
+            .split(',')
+            .map(parse_duration)
+            .collect::<Result<Vec<_>, _>>()?;
+        if waits.is_empty() {
+            return Err("the retry schedule needs at least one duration".into());
+        }
+        Ok(Self(waits))
+    }
 }
 
 /// A duration as `30s`, `500ms`, `2m` or `1h`; a bare number is seconds.
@@ -176,6 +205,12 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             idempotency_lease: Duration::from_secs(10),
+            webhook_retry_schedule: RetrySchedule(
+                [5, 300, 1800, 7200, 18_000, 36_000, 36_000]
+                    .map(Duration::from_secs)
+                    .to_vec(),
+            ),
+            webhook_delivery_lease: Duration::from_secs(60),
         }
     }
 }
@@ -263,5 +298,20 @@ mod tests {
         assert!(parse_duration("3 days").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn retry_schedules_parse_strictly() {
+        use super::RetrySchedule;
+        assert_eq!(
+            RetrySchedule::parse("5s,5m"),
+            Ok(RetrySchedule(vec![
+                Duration::from_secs(5),
+                Duration::from_secs(300)
+            ]))
+        );
+        assert!(RetrySchedule::parse("5s,,5m").is_err());
+        assert!(RetrySchedule::parse("5s,5 days").is_err());
+        assert!(RetrySchedule::parse("").is_err());
     }
 }

@@ -106,6 +106,9 @@ pub enum ApiError {
         method: String,
         allow: Option<&'static str>,
     },
+    /// cigate's own state refuses the change right now (a delivery being attempted).
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -152,6 +155,7 @@ impl ApiError {
                 | Self::RequestTimeout
                 | Self::Unsupported(_)
                 | Self::MethodNotAllowed { .. }
+                | Self::Busy(_)
         )
     }
 
@@ -173,6 +177,7 @@ impl ApiError {
             }
             Self::Conflict { .. }
             | Self::IdempotencyInProgress
+            | Self::Busy(_)
             | Self::IdempotencyOutcomeUnknown { .. } => StatusCode::CONFLICT,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -207,6 +212,7 @@ impl ApiError {
             Self::RequestTimeout => "/problems/request-timeout",
             Self::Unsupported(_) => "/problems/unsupported",
             Self::MethodNotAllowed { .. } => "/problems/method-not-allowed",
+            Self::Busy(_) => "/problems/busy",
             Self::UpstreamTimeout => "/problems/upstream-timeout",
             Self::UpstreamRateLimited { .. } => "/problems/upstream-rate-limited",
             Self::TooManyRequests { .. } => "/problems/rate-limited",

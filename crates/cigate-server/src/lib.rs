@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod delivery;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -50,12 +51,13 @@ pub enum StartError {
 }
 
 /// A running server: its address, the task serving it, and the background token
-/// refresher (stopped with the server).
+/// refresher and webhook delivery worker (stopped with the server).
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
     task: JoinHandle<Result<(), std::io::Error>>,
     refresher: JoinHandle<()>,
+    deliverer: JoinHandle<()>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -76,6 +78,7 @@ impl RunningServer {
     pub fn abort(&self) {
         self.task.abort();
         self.refresher.abort();
+        self.deliverer.abort();
     }
 
     /// Stops gracefully: refuses new connections, lets requests in flight finish within
@@ -92,6 +95,8 @@ impl RunningServer {
         };
         self.refresher.abort();
         let _ = (&mut self.refresher).await;
+        self.deliverer.abort();
+        let _ = (&mut self.deliverer).await;
         result
     }
 }
@@ -125,6 +130,7 @@ pub async fn build_state(config: ServerConfig, store: Store) -> Result<AppState,
         oauth_http,
         refresher: Arc::default(),
         link_key: Arc::new(link_key),
+        deliveries: Arc::default(),
     }))
 }
 
@@ -152,11 +158,13 @@ pub async fn start(state: AppState) -> Result<RunningServer, StartError> {
         state.config.shutdown_grace,
     ));
     let refresher = tokio::spawn(refresh::background(state.clone()));
+    let deliverer = tokio::spawn(delivery::background(state.clone()));
     Ok(RunningServer {
         addr,
         state,
         task,
         refresher,
+        deliverer,
         stop: Some(stop),
     })
 }

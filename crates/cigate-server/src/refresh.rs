@@ -401,17 +401,30 @@ pub async fn mark_needs_reauth(state: &AppState, account: &Account, message: &st
     }
 }
 
+/// Logs an account lifecycle event and queues it for the environment's webhook
+/// subscribers. The payload is the account's public form (no secret), with `details`'
+/// keys added. A store failure is logged: the caller's answer does not depend on it.
 pub async fn record_event(
     state: &AppState,
     account: &Account,
     event_type: &str,
-    payload: serde_json::Value,
+    details: serde_json::Value,
 ) {
-    if let Err(err) = state
-        .store
-        .record_account_event(&account.environment_id, &account.id, event_type, payload)
-        .await
+    let mut payload = crate::routes::accounts::account_view(account);
+    if let (Some(payload), serde_json::Value::Object(details)) = (payload.as_object_mut(), details)
     {
+        payload.extend(details);
+    }
+    let event = cigate_store::NewEvent {
+        environment_id: account.environment_id.clone(),
+        event_type: event_type.to_owned(),
+        integrated_account_id: Some(account.id.clone()),
+        tenant_id: account.tenant_id.clone(),
+        workflow: None,
+        payload,
+        only_webhook: None,
+    };
+    if let Err(err) = crate::delivery::record(state, event).await {
         tracing::warn!(account = %account.id, error = %err, event_type, "could not record the account event");
     }
 }

@@ -46,6 +46,8 @@ pub struct Shared {
     pub refresher: Arc<Refresher>,
     /// Signs the Link page's form tokens.
     pub link_key: Arc<Vec<u8>>,
+    /// Wakes this instance's delivery worker when an event was queued.
+    pub deliveries: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

@@ -660,7 +660,15 @@ both_backends!(
             .server
             .state
             .store
-            .list_account_events(&env, Some(&id), 10)
+            .list_events(
+                &env,
+                &cigate_store::EventFilter {
+                    integrated_account_id: Some(id.clone()),
+                    ..Default::default()
+                },
+                None,
+                10,
+            )
             .await
             .unwrap();
         assert!(events

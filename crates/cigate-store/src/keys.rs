@@ -71,8 +71,20 @@ pub(crate) const OAUTH_VERIFIERS: SealedColumns = SealedColumns {
     aad: |id| id.concat().into_bytes(),
 };
 
+/// A webhook subscription's signing secret (current or, during a rotation, previous).
+pub(crate) const WEBHOOK_SECRETS: SealedColumns = SealedColumns {
+    table: "webhook_secrets",
+    id: &["webhook_id", "id"],
+    aad: |id| format!("webhook-secret:{}", id.join(":")).into_bytes(),
+};
+
 /// Every sealed secret at rest.
-pub(crate) const SEALED: &[SealedColumns] = &[CREDENTIALS, INTEGRATION_SECRETS, OAUTH_VERIFIERS];
+pub(crate) const SEALED: &[SealedColumns] = &[
+    CREDENTIALS,
+    INTEGRATION_SECRETS,
+    OAUTH_VERIFIERS,
+    WEBHOOK_SECRETS,
+];
 
 enum KeySource {
     Env,

@@ -51,10 +51,10 @@
 //! Every secret at rest is sealed the same way (AES-256-GCM, key id beside it, a row's
 //! identity as associated data) in `key_id`/`nonce`/`ciphertext` columns, and listed once
 //! in `SEALED` (`keys.rs`): account credentials, each environment's OAuth client secret
-//! (`environment_integrations`) and the PKCE verifiers of OAuth round trips in flight
-//! (`oauth_states`). Start-up verification, rotation and its leftover count walk that
-//! list, so a new kind of secret (a webhook secret) is one entry, written under the
-//! same `key_check` condition.
+//! (`environment_integrations`), the PKCE verifiers of OAuth round trips in flight
+//! (`oauth_states`) and webhook signing secrets (`webhook_secrets`). Start-up
+//! verification, rotation and its leftover count walk that list, so a new kind of
+//! secret is one entry, written under the same `key_check` condition.
 //!
 //! # Rotation ([`Store::rotate_keys`]), without downtime
 //! The `key_check` row also names the **store-wide current key**: every process
@@ -86,7 +86,9 @@
 //! `idempotency_records` (see [`Store::begin_idempotent`]), `refresh_leases` (see
 //! [`Store::try_acquire_lease`]), `link_tokens` and `oauth_states` (see [`Store::create_link_token`],
 //! [`Store::create_oauth_state`]), `account_events` ([`Store::record_account_event`]) and
-//! `environment_integrations` ([`Store::put_environment_integration`]).
+//! `environment_integrations` ([`Store::put_environment_integration`]). Event
+//! subscriptions, the event log and its delivery outbox: `webhooks`, `webhook_secrets`,
+//! `events`, `webhook_deliveries` (see [`Store::record_event`], [`Store::claim_deliveries`]).
 //! [`Store::purge_expired`] removes expired rows of all four.
 
 mod accounts;
@@ -101,6 +103,7 @@ mod leases;
 mod links;
 mod model;
 mod tokens;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -117,6 +120,10 @@ pub use links::{LinkToken, NewLinkToken, NewOAuthState, OAuthState};
 pub use model::{
     Account, AccountFilter, AccountPatch, AccountStatus, ApiToken, AuthMethod, Credential,
     Environment, NewAccount, RotationReport,
+};
+pub use webhooks::{
+    AttemptOutcome, ClaimedDelivery, Delivery, DeliveryAttempt, DeliveryStatus, Event, EventFilter,
+    NewEvent, NewWebhook, Webhook, WebhookFormat, WebhookPatch,
 };
 
 use db::DbPool;

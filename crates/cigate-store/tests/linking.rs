@@ -232,6 +232,19 @@ async fn seal_one_of_each(store: &Store) -> (String, String, Secret) {
         .create_oauth_state(verifier_state(&env, "verifier-in-flight"))
         .await
         .unwrap();
+    store
+        .create_webhook(cigate_store::NewWebhook {
+            environment_id: env.clone(),
+            target_url: "https://hooks.example.com/in".into(),
+            event_types: vec!["*".into()],
+            format: cigate_store::WebhookFormat::Cigate,
+            tenant_id: None,
+            integrated_account_id: None,
+            workflow: None,
+            is_active: true,
+        })
+        .await
+        .unwrap();
     (env, account.id, state)
 }
 
@@ -265,7 +278,7 @@ both_backends!(
         assert_ne!(new_id, old_id);
         assert_eq!(report.retired_key_ids, vec![old_id.clone()]);
         assert_eq!(report.previous_key_ids, vec![old_id.clone()]);
-        assert_eq!(report.reencrypted, 4);
+        assert_eq!(report.reencrypted, 5);
         let by_table: Vec<(&str, u64)> = report
             .reencrypted_by_table
             .iter()
@@ -276,7 +289,8 @@ both_backends!(
             vec![
                 ("account_credentials", 1),
                 ("environment_integrations", 2),
-                ("oauth_states", 1)
+                ("oauth_states", 1),
+                ("webhook_secrets", 1)
             ]
         );
         // Nothing is left under the old key, by raw SQL and by the store's own count.

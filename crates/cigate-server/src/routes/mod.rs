@@ -13,6 +13,7 @@ pub mod admin;
 pub mod link;
 pub mod proxy;
 pub mod unified;
+pub mod webhooks;
 pub mod writes;
 
 pub fn router(state: AppState) -> Router {
@@ -23,6 +24,7 @@ pub fn router(state: AppState) -> Router {
         .merge(writes::routes(state.clone()))
         .merge(proxy::routes(state.clone()))
         .merge(link::api_routes())
+        .merge(webhooks::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(admin::healthz))
