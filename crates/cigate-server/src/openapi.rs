@@ -14,7 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Required, Response};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, admin, link, proxy, unified, writes};
+use crate::routes::{accounts, admin, link, proxy, unified, webhooks, writes};
 use crate::state::AppState;
 
 /// Tags in the order a user meets them: the unified API first, admin last. `/docs`
@@ -31,6 +31,7 @@ use crate::state::AppState;
         (name = TAG_PROXY, description = "Any Buddy API call with the account's credential injected: `/proxy` in cigate's conventions, `/custom` byte for byte."),
         (name = TAG_ACCOUNTS, description = "Integrated accounts: one customer's connected Buddy account."),
         (name = TAG_LINKING, description = "The hosted Link flow your end users connect Buddy through, and the environment's OAuth app."),
+        (name = TAG_EVENTS, description = "Webhook subscriptions: events such as `job:completed` and `integrated_account:*`, delivered at least once, signed per Standard Webhooks (or as CDEvents), with every attempt visible and redeliverable."),
         (name = TAG_ENVIRONMENTS, description = "The environment an API token belongs to."),
         (name = TAG_TOKENS, description = "API tokens of the environment."),
         (name = TAG_OPERATIONS, description = "Health checks for load balancers and orchestrators; no token needed."),
@@ -42,6 +43,8 @@ use crate::state::AppState;
         proxy::proxy, proxy::custom,
         accounts::create, accounts::list, accounts::fetch, accounts::update, accounts::remove, accounts::refresh,
         link::create_link_token, link::put_integration, link::get_integration,
+        webhooks::create, webhooks::list, webhooks::fetch, webhooks::update, webhooks::remove,
+        webhooks::rotate_secret, webhooks::test, webhooks::deliveries, webhooks::redeliver, webhooks::events,
         admin::list_environments, admin::get_environment,
         admin::create_api_token, admin::list_api_tokens, admin::delete_api_token,
         admin::healthz, admin::readyz,
@@ -50,6 +53,7 @@ use crate::state::AppState;
         Problem, UnifiedResource,
         admin::NewApiToken, accounts::CreateAccount, accounts::UpdateAccount, accounts::RefreshCredentials,
         link::CreateLinkToken, link::IntegrationSettings, link::OAuthSettings,
+        webhooks::CreateWebhook, webhooks::UpdateWebhook, webhooks::TestWebhook,
         cigate_core::model::Workspace, cigate_core::model::Repo, cigate_core::model::Branch,
         cigate_core::model::PullRequest, cigate_core::model::Workflow, cigate_core::model::Job,
         cigate_core::model::Step,
@@ -65,6 +69,7 @@ pub const TAG_WRITES: &str = "Unified CI/CD writes";
 pub const TAG_PROXY: &str = "Proxy";
 pub const TAG_ACCOUNTS: &str = "Integrated accounts";
 pub const TAG_LINKING: &str = "Linking";
+pub const TAG_EVENTS: &str = "Webhooks and events";
 pub const TAG_ENVIRONMENTS: &str = "Environments";
 pub const TAG_TOKENS: &str = "API tokens";
 pub const TAG_OPERATIONS: &str = "Operations";

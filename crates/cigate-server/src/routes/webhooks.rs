@@ -1,7 +1,7 @@
 //! Event subscriptions (webhooks cigate sends), their deliveries, and the event log.
 //! A subscription's `secret` appears only in the answers of create and rotate-secret.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -18,7 +18,7 @@ use crate::auth::Caller;
 use crate::delivery::{self, delivery_view};
 use crate::envelope::ListEnvelope;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, QueryPairs};
+use crate::extract::{ApiJson, ApiPath, QueryPairs};
 use crate::state::AppState;
 
 /// How long the replaced secret keeps signing after a rotation.
@@ -191,9 +191,10 @@ pub struct CreateWebhook {
     pub workflow: Option<String>,
 }
 
-#[utoipa::path(post, path = "/webhook", tag = "webhooks", security(("api_token" = [])),
+#[utoipa::path(post, path = "/webhook", tag = crate::openapi::TAG_EVENTS, security(("api_token" = [])),
+    summary = "Subscribe a URL to events",
     request_body = CreateWebhook,
-    responses((status = 201, description = "the webhook with its `secret`, shown only here and on rotate-secret"), (status = 422, description = "invalid or refused target_url, unknown event type or format")))]
+    responses((status = 201, description = "the webhook with its `secret`, shown only here and on rotate-secret"), (status = 400, description = "a body that is not JSON"), (status = 422, description = "invalid or refused target_url, unknown event type or format")))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -223,9 +224,10 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/webhook", tag = "webhooks", security(("api_token" = [])),
-    params(("limit" = Option<u32>, Query), ("next_cursor" = Option<String>, Query)),
-    responses((status = 200, description = "list envelope of webhooks (no secrets)")))]
+#[utoipa::path(get, path = "/webhook", tag = crate::openapi::TAG_EVENTS, security(("api_token" = [])),
+    summary = "List webhook subscriptions",
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "items per page, 1–1000, default 100"), ("next_cursor" = Option<String>, Query, description = "from the previous page")),
+    responses((status = 200, description = "list envelope of webhooks (no secrets)"), (status = 400, description = "an invalid parameter or cursor")))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -246,12 +248,13 @@ pub async fn list(
     )))
 }
 
-#[utoipa::path(get, path = "/webhook/{id}", tag = "webhooks", security(("api_token" = [])),
+#[utoipa::path(get, path = "/webhook/{id}", tag = crate::openapi::TAG_EVENTS, security(("api_token" = [])),
+    summary = "Get a webhook subscription",
     params(("id" = String, Path)), responses((status = 200, description = "the webhook (no secret)"), (status = 404, description = "not found in this environment")))]
 pub async fn fetch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(webhook_view(
         &owned(&state, &caller, &id).await?,
@@ -282,13 +285,14 @@ pub struct UpdateWebhook {
     pub workflow: Option<Option<String>>,
 }
 
-#[utoipa::path(patch, path = "/webhook/{id}", tag = "webhooks", security(("api_token" = [])),
+#[utoipa::path(patch, path = "/webhook/{id}", tag = crate::openapi::TAG_EVENTS, security(("api_token" = [])),
+    summary = "Change a webhook subscription",
     params(("id" = String, Path)), request_body = UpdateWebhook,
-    responses((status = 200, description = "the updated webhook"), (status = 404, description = "not found"), (status = 422, description = "invalid input")))]
+    responses((status = 200, description = "the updated webhook"), (status = 400, description = "a body that is not JSON"), (status = 404, description = "not found"), (status = 422, description = "invalid input")))]
 pub async fn update(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> ApiResult<Json<Value>> {
     let target_url = match &body.target_url {
@@ -317,12 +321,13 @@ pub async fn update(
     Ok(Json(webhook_view(&hook, None)))
 }
 
-#[utoipa::path(delete, path = "/webhook/{id}", tag = "webhooks", security(("api_token" = [])),
+#[utoipa::path(delete, path = "/webhook/{id}", tag = crate::openapi::TAG_EVENTS, security(("api_token" = [])),
+    summary = "Delete a webhook subscription",
     params(("id" = String, Path)), responses((status = 200, description = "`{ id }` of the deleted webhook"), (status = 404, description = "not found")))]
 pub async fn remove(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     if state
         .store
@@ -335,12 +340,13 @@ pub async fn remove(
     }
 }
 
-#[utoipa::path(post, path = "/webhook/{id}/rotate-secret", tag = "webhooks", security(("api_token" = [])),
+#[utoipa::path(post, path = "/webhook/{id}/rotate-secret", tag = crate::openapi::TAG_EVENTS, security(("api_token" = [])),
+    summary = "Rotate a subscription's signing secret",
     params(("id" = String, Path)), responses((status = 200, description = "the webhook with its new `secret`; the old one also signs for 24 h"), (status = 404, description = "not found")))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let secret = state
         .store
@@ -359,9 +365,10 @@ pub struct TestWebhook {
     pub id: String,
 }
 
-#[utoipa::path(post, path = "/webhook/test", tag = "webhooks", security(("api_token" = [])),
+#[utoipa::path(post, path = "/webhook/test", tag = crate::openapi::TAG_EVENTS, security(("api_token" = [])),
+    summary = "Send a test event",
     request_body = TestWebhook,
-    responses((status = 202, description = "the `test` event queued for that webhook"), (status = 404, description = "no such webhook"), (status = 422, description = "the webhook is inactive")))]
+    responses((status = 202, description = "the `test` event queued for that webhook"), (status = 400, description = "a body that is not JSON"), (status = 404, description = "no such webhook"), (status = 422, description = "the webhook is inactive")))]
 pub async fn test(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -391,13 +398,14 @@ pub async fn test(
     Ok((StatusCode::ACCEPTED, Json(event_view(&event))))
 }
 
-#[utoipa::path(get, path = "/webhook/{id}/deliveries", tag = "webhooks", security(("api_token" = [])),
-    params(("id" = String, Path), ("limit" = Option<u32>, Query), ("next_cursor" = Option<String>, Query)),
-    responses((status = 200, description = "list envelope of deliveries: status, attempts (time, response status, latency, error)"), (status = 404, description = "no such webhook")))]
+#[utoipa::path(get, path = "/webhook/{id}/deliveries", tag = crate::openapi::TAG_EVENTS, security(("api_token" = [])),
+    summary = "List a subscription's deliveries",
+    params(("id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "items per page, 1–1000, default 100"), ("next_cursor" = Option<String>, Query, description = "from the previous page")),
+    responses((status = 200, description = "list envelope of deliveries: status, attempts (time, response status, latency, error)"), (status = 400, description = "an invalid parameter or cursor"), (status = 404, description = "no such webhook")))]
 pub async fn deliveries(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: QueryPairs,
 ) -> ApiResult<Json<ListEnvelope<Value>>> {
     let hook = owned(&state, &caller, &id).await?;
@@ -416,13 +424,14 @@ pub async fn deliveries(
     )))
 }
 
-#[utoipa::path(post, path = "/webhook/{id}/deliveries/{delivery}/redeliver", tag = "webhooks", security(("api_token" = [])),
+#[utoipa::path(post, path = "/webhook/{id}/deliveries/{delivery}/redeliver", tag = crate::openapi::TAG_EVENTS, security(("api_token" = [])),
+    summary = "Deliver an event again",
     params(("id" = String, Path), ("delivery" = String, Path)),
     responses((status = 202, description = "the delivery, scheduled now under the same id"), (status = 404, description = "not found"), (status = 409, description = "being attempted right now")))]
 pub async fn redeliver(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((id, delivery)): Path<(String, String)>,
+    ApiPath((id, delivery)): ApiPath<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let hook = owned(&state, &caller, &id).await?;
     let redone = state
@@ -435,9 +444,10 @@ pub async fn redeliver(
     Ok((StatusCode::ACCEPTED, Json(delivery_view(&redone))))
 }
 
-#[utoipa::path(get, path = "/events", tag = "webhooks", security(("api_token" = [])),
-    params(("event_type" = Option<String>, Query), ("integrated_account_id" = Option<String>, Query), ("tenant_id" = Option<String>, Query), ("limit" = Option<u32>, Query), ("next_cursor" = Option<String>, Query)),
-    responses((status = 200, description = "list envelope of the environment's events, oldest first")))]
+#[utoipa::path(get, path = "/events", tag = crate::openapi::TAG_EVENTS, security(("api_token" = [])),
+    summary = "List the event log",
+    params(("event_type" = Option<String>, Query), ("integrated_account_id" = Option<String>, Query), ("tenant_id" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "items per page, 1–1000, default 100"), ("next_cursor" = Option<String>, Query, description = "from the previous page")),
+    responses((status = 200, description = "list envelope of the environment's events, oldest first"), (status = 400, description = "an invalid parameter or cursor")))]
 pub async fn events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
