@@ -176,6 +176,28 @@ impl Modify for Problems {
                             .or_insert_with(|| Response::new(description).into());
                     }
                 }
+                // Answered by layers every route shares, so no handler lists them.
+                let mut shared = Vec::new();
+                if operation.request_body.is_some() {
+                    shared.push((
+                        "408",
+                        "the request body did not arrive within `CIGATE_BODY_READ_TIMEOUT`",
+                    ));
+                    shared.push(("413", "the request body is larger than the limit"));
+                }
+                let idempotent = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name.eq_ignore_ascii_case(crate::idempotency::HEADER));
+                if idempotent {
+                    shared.push(("409", "the `Idempotency-Key` is in use by a request still running, or its first attempt's outcome is unknown (`/problems/idempotency-outcome-unknown`)"));
+                }
+                for (status, description) in shared {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| Response::new(description).into());
+                }
                 for (status, response) in responses.iter_mut() {
                     let RefOr::T(response) = response else {
                         continue;
@@ -429,5 +451,19 @@ mod tests {
                 ["application/json"]["example"]
                 .is_object()
         );
+    }
+
+    #[test]
+    fn errors_of_the_shared_layers_are_listed() {
+        let doc = document();
+        let run = &doc["paths"]["/unified/ci-cd/jobs"]["post"]["responses"];
+        for status in ["408", "409", "413"] {
+            assert!(
+                run.get(status).is_some(),
+                "POST /unified/ci-cd/jobs lacks {status}"
+            );
+        }
+        let read = &doc["paths"]["/unified/ci-cd/{resource}"]["get"]["responses"];
+        assert!(read.get("413").is_none() && read.get("409").is_none());
     }
 }
