@@ -161,11 +161,6 @@ impl Gateway {
         Self::open(state, caller, account_id, timeout).await
     }
 
-    /// The deadline of each call through this gateway.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     fn linked(&self) -> std::sync::MutexGuard<'_, Arc<Linked>> {
         self.linked
             .lock()
