@@ -78,12 +78,20 @@ pub(crate) const WEBHOOK_SECRETS: SealedColumns = SealedColumns {
     aad: |id| format!("webhook-secret:{}", id.join(":")).into_bytes(),
 };
 
+/// The path token and shared secret of the provider webhook pointing at cigate.
+pub(crate) const EVENT_SOURCES: SealedColumns = SealedColumns {
+    table: "event_sources",
+    id: &["account_id"],
+    aad: |id| format!("event-source:{}", id.join(":")).into_bytes(),
+};
+
 /// Every sealed secret at rest.
 pub(crate) const SEALED: &[SealedColumns] = &[
     CREDENTIALS,
     INTEGRATION_SECRETS,
     OAUTH_VERIFIERS,
     WEBHOOK_SECRETS,
+    EVENT_SOURCES,
 ];
 
 enum KeySource {

@@ -102,6 +102,7 @@ mod keys;
 mod leases;
 mod links;
 mod model;
+mod sources;
 mod tokens;
 mod webhooks;
 
@@ -121,6 +122,7 @@ pub use model::{
     Account, AccountFilter, AccountPatch, AccountStatus, ApiToken, AuthMethod, Credential,
     Environment, NewAccount, RotationReport,
 };
+pub use sources::{EventSource, PollCandidate};
 pub use webhooks::{
     AttemptOutcome, ClaimedDelivery, Delivery, DeliveryAttempt, DeliveryStatus, Event, EventFilter,
     NewEvent, NewWebhook, Webhook, WebhookFormat, WebhookPatch,

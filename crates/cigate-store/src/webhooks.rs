@@ -91,7 +91,7 @@ impl Webhook {
     }
 
     /// Whether this subscription receives `event`.
-    fn wants(&self, event: &NewEvent) -> bool {
+    pub(crate) fn wants(&self, event: &NewEvent) -> bool {
         let wanted = self
             .event_types
             .iter()
@@ -307,10 +307,11 @@ fn generate_secret() -> Result<WebhookSecret, StoreError> {
     WebhookSecret::from_bytes(bytes).map_err(StoreError::Crypto)
 }
 
-const WEBHOOK_COLUMNS: &str = "id, environment_id, target_url, event_types, format, tenant_id, \
+pub(crate) const WEBHOOK_COLUMNS: &str =
+    "id, environment_id, target_url, event_types, format, tenant_id, \
      integrated_account_id, workflow, is_active, failing_since, created_at, updated_at";
 
-type WebhookRow = (
+pub(crate) type WebhookRow = (
     String,
     String,
     String,
@@ -325,7 +326,7 @@ type WebhookRow = (
     DateTime<Utc>,
 );
 
-fn webhook_from_row(r: WebhookRow) -> Result<Webhook, StoreError> {
+pub(crate) fn webhook_from_row(r: WebhookRow) -> Result<Webhook, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("webhook {}: {what}", r.0));
     Ok(Webhook {
         event_types: serde_json::from_str(&r.3).map_err(|_| corrupt("event_types"))?,
@@ -343,10 +344,10 @@ fn webhook_from_row(r: WebhookRow) -> Result<Webhook, StoreError> {
     })
 }
 
-const EVENT_COLUMNS: &str =
+pub(crate) const EVENT_COLUMNS: &str =
     "id, environment_id, event_type, integrated_account_id, tenant_id, payload, created_at";
 
-type EventRow = (
+pub(crate) type EventRow = (
     String,
     String,
     String,
@@ -356,7 +357,7 @@ type EventRow = (
     DateTime<Utc>,
 );
 
-fn event_from_row(r: EventRow) -> Result<Event, StoreError> {
+pub(crate) fn event_from_row(r: EventRow) -> Result<Event, StoreError> {
     Ok(Event {
         payload: serde_json::from_str(&r.5)
             .map_err(|_| StoreError::Corrupt(format!("event {}: payload", r.0)))?,
@@ -403,6 +404,87 @@ fn delivery_from_row(r: DeliveryRow) -> Result<Delivery, StoreError> {
 
 /// The write of a new current secret; lands only while its key is the store's current
 /// one (see `key_is_current`).
+/// An event checked and serialised, ready to be written by [`queue_event!`].
+pub(crate) struct PreparedEvent {
+    pub(crate) id: String,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) text: String,
+    pub(crate) event: NewEvent,
+}
+
+impl PreparedEvent {
+    pub(crate) fn new(event: NewEvent) -> Result<Self, StoreError> {
+        if let Some(key) = secret_context_key(&event.payload) {
+            return Err(StoreError::InvalidInput(format!(
+                "event payload key `{key}` looks secret"
+            )));
+        }
+        let text = serde_json::to_string(&event.payload)
+            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        Ok(Self {
+            id: new_id(),
+            at: event_time(),
+            text,
+            event,
+        })
+    }
+}
+
+/// Writes a [`PreparedEvent`] and its deliveries inside the open transaction `$tx`
+/// (either backend), evaluating to `(Event, deliveries queued)`; `?` on errors. A macro
+/// because the statements are the same on both backends but their executors differ.
+macro_rules! queue_event {
+    ($tx:expr, $prepared:expr) => {{
+        let prepared: $crate::webhooks::PreparedEvent = $prepared;
+        let tx = $tx;
+        let row: $crate::webhooks::EventRow = sqlx::query_as(&format!(
+            "INSERT INTO events ({}) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {}",
+            $crate::webhooks::EVENT_COLUMNS,
+            $crate::webhooks::EVENT_COLUMNS
+        ))
+        .bind(&prepared.id)
+        .bind(&prepared.event.environment_id)
+        .bind(&prepared.event.event_type)
+        .bind(&prepared.event.integrated_account_id)
+        .bind(&prepared.event.tenant_id)
+        .bind(&prepared.text)
+        .bind(prepared.at)
+        .fetch_one(&mut **tx)
+        .await?;
+        let hooks: Vec<$crate::webhooks::WebhookRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM webhooks WHERE environment_id = $1 \
+             AND ($2 IS NULL OR id = $2) AND (is_active OR $2 IS NOT NULL)",
+            $crate::webhooks::WEBHOOK_COLUMNS
+        ))
+        .bind(&prepared.event.environment_id)
+        .bind(&prepared.event.only_webhook)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut queued = 0usize;
+        for hook in hooks {
+            let hook = $crate::webhooks::webhook_from_row(hook)?;
+            if prepared.event.only_webhook.is_none() && !hook.wants(&prepared.event) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (id, event_id, webhook_id, status, \
+                 attempts, attempt_log, next_attempt_at, lease_holder, lease_until, last_error, \
+                 created_at, updated_at) VALUES ($1, $2, $3, 'pending', 0, '[]', $4, NULL, NULL, \
+                 NULL, $4, $4)",
+            )
+            .bind($crate::new_id())
+            .bind(&prepared.id)
+            .bind(&hook.id)
+            .bind(prepared.at)
+            .execute(&mut **tx)
+            .await?;
+            queued += 1;
+        }
+        ($crate::webhooks::event_from_row(row)?, queued)
+    }};
+}
+pub(crate) use queue_event;
+
 fn insert_secret_sql() -> String {
     format!(
         "INSERT INTO webhook_secrets (id, webhook_id, expires_at, key_id, nonce, ciphertext, \
@@ -701,59 +783,12 @@ impl Store {
     /// subscription of its environment that wants it (or to `only_webhook` alone).
     /// Returns the event and the number of deliveries queued.
     pub async fn record_event(&self, event: NewEvent) -> Result<(Event, usize), StoreError> {
-        if let Some(key) = secret_context_key(&event.payload) {
-            return Err(StoreError::InvalidInput(format!(
-                "event payload key `{key}` looks secret"
-            )));
-        }
-        let text = serde_json::to_string(&event.payload)
-            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-        let id = new_id();
-        let at = event_time();
-        let insert_delivery = "INSERT INTO webhook_deliveries (id, event_id, webhook_id, status, \
-             attempts, attempt_log, next_attempt_at, lease_holder, lease_until, last_error, \
-             created_at, updated_at) VALUES ($1, $2, $3, 'pending', 0, '[]', $4, NULL, NULL, \
-             NULL, $4, $4)";
+        let prepared = PreparedEvent::new(event)?;
         on_pool!(self.pool(), p => {
             let mut tx = p.begin().await?;
-            let row: EventRow = sqlx::query_as(&format!(
-                "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 RETURNING {EVENT_COLUMNS}"
-            ))
-            .bind(&id)
-            .bind(&event.environment_id)
-            .bind(&event.event_type)
-            .bind(&event.integrated_account_id)
-            .bind(&event.tenant_id)
-            .bind(&text)
-            .bind(at)
-            .fetch_one(&mut *tx)
-            .await?;
-            let hooks: Vec<WebhookRow> = sqlx::query_as(&format!(
-                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE environment_id = $1 \
-                 AND ($2 IS NULL OR id = $2) AND (is_active OR $2 IS NOT NULL)"
-            ))
-            .bind(&event.environment_id)
-            .bind(&event.only_webhook)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut queued = 0;
-            for hook in hooks {
-                let hook = webhook_from_row(hook)?;
-                if event.only_webhook.is_none() && !hook.wants(&event) {
-                    continue;
-                }
-                sqlx::query(insert_delivery)
-                    .bind(new_id())
-                    .bind(&id)
-                    .bind(&hook.id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                queued += 1;
-            }
+            let recorded = queue_event!(&mut tx, prepared);
             tx.commit().await?;
-            Ok((event_from_row(row)?, queued))
+            Ok(recorded)
         })
     }
 

@@ -165,6 +165,8 @@ async fn raw_key_ids(ctx: &common::Ctx) -> Vec<(String, Vec<String>)> {
         "account_credentials",
         "environment_integrations",
         "oauth_states",
+        "webhook_secrets",
+        "event_sources",
     ] {
         let ids = raw
             .strings(&format!(
@@ -182,6 +184,8 @@ fn only(key_id: &str) -> Vec<(String, Vec<String>)> {
         "account_credentials",
         "environment_integrations",
         "oauth_states",
+        "webhook_secrets",
+        "event_sources",
     ]
     .into_iter()
     .map(|t| (t.to_owned(), vec![key_id.to_owned()]))
@@ -245,6 +249,7 @@ async fn seal_one_of_each(store: &Store) -> (String, String, Secret) {
         })
         .await
         .unwrap();
+    store.ensure_event_source(&account.id).await.unwrap();
     (env, account.id, state)
 }
 
@@ -278,7 +283,7 @@ both_backends!(
         assert_ne!(new_id, old_id);
         assert_eq!(report.retired_key_ids, vec![old_id.clone()]);
         assert_eq!(report.previous_key_ids, vec![old_id.clone()]);
-        assert_eq!(report.reencrypted, 5);
+        assert_eq!(report.reencrypted, 6);
         let by_table: Vec<(&str, u64)> = report
             .reencrypted_by_table
             .iter()
@@ -289,6 +294,7 @@ both_backends!(
             vec![
                 ("account_credentials", 1),
                 ("environment_integrations", 2),
+                ("event_sources", 1),
                 ("oauth_states", 1),
                 ("webhook_secrets", 1)
             ]
@@ -311,6 +317,8 @@ both_backends!(
             .unwrap()
             .unwrap();
         assert_eq!(taken.code_verifier.expose(), "verifier-in-flight");
+        let source = server.event_source(&account_id).await.unwrap().unwrap();
+        assert!(!source.hook_secret.expose().is_empty());
 
         // A restart with the old key alone is refused; with the rotated key file it reads
         // every kind of secret.
