@@ -227,6 +227,7 @@ pub fn workflow(
         last_job_status,
         last_job_conclusion,
         last_job_at: None,
+        last_job_commit: non_empty(&p.last_execution_revision),
         url: non_empty(&p.html_url),
         created_at: p.create_date,
         updated_at: None,
@@ -449,6 +450,7 @@ mod tests {
         assert_eq!(w.status.as_deref(), Some("active"));
         assert_eq!(w.last_job_status.as_deref(), Some("completed"));
         assert_eq!(w.last_job_conclusion.as_deref(), Some("passed"));
+        assert_eq!(w.last_job_commit.as_deref(), Some("506a"));
         assert_eq!(
             w.url.as_deref(),
             Some("https://app.buddy.works/buddy/company-website/pipelines/pipeline/2")

@@ -87,6 +87,46 @@ impl EventPattern {
     }
 }
 
+/// One job as the change detector keys it: unique within an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    pub workspace: String,
+    pub repo: String,
+    pub workflow: String,
+    pub job: String,
+}
+
+impl JobRef {
+    /// The job a unified [`Job`] is, when it says where it belongs.
+    pub fn of(job: &Job) -> Option<Self> {
+        let part = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+        Some(Self {
+            workspace: part(&job.workspace)?,
+            repo: part(&job.repo)?,
+            workflow: part(&job.workflow)?,
+            job: Some(job.id.clone()).filter(|id| !id.is_empty())?,
+        })
+    }
+
+    /// The detector's key (`/` cannot occur in any part unescaped: each is escaped).
+    pub fn key(&self) -> String {
+        [&self.workspace, &self.repo, &self.workflow, &self.job]
+            .map(|part| part.replace('%', "%25").replace('/', "%2F"))
+            .join("/")
+    }
+}
+
+/// What a provider's webhook delivery says, before anything in it is believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookHint {
+    /// Shared secrets carried in the body (headers and query are checked by the
+    /// server whatever the provider).
+    pub secrets: Vec<String>,
+    /// The job it claims changed; `None` when the payload does not say precisely
+    /// (the account is then polled at once instead).
+    pub job: Option<JobRef>,
+}
+
 /// Where a job is in its life, in the order it moves through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {

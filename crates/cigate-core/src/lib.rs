@@ -16,8 +16,8 @@ pub use model::{
     VariableScope, Workflow, Workspace,
 };
 pub use provider::{
-    GetResult, JobFilters, ListPage, ListQuery, Provider, RateLimit, Record, RenderOptions,
-    Resource,
+    GetResult, JobFilters, ListPage, ListQuery, Provider, ProviderHooks, RateLimit, Record,
+    RenderOptions, Resource,
 };
 pub use secret::Secret;
 pub use writes::{

@@ -239,6 +239,9 @@ pub struct Workflow {
     pub last_job_conclusion: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_job_at: Option<DateTime<Utc>>,
+    /// The commit the latest job ran, when the provider says (a cheap change marker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

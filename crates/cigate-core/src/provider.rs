@@ -233,6 +233,34 @@ pub trait Provider: Send + Sync {
     fn writes(&self) -> Option<&dyn crate::writes::ProviderWrites> {
         None
     }
+
+    /// Webhooks the provider sends cigate when jobs change, for providers that have them.
+    fn hooks(&self) -> Option<&dyn ProviderHooks> {
+        None
+    }
+}
+
+/// Provider webhooks pointing back at cigate: registered for every workspace the
+/// account sees, so job events need no set-up by the account's owner.
+#[async_trait]
+pub trait ProviderHooks: Send + Sync {
+    /// Makes every workspace the account sees post its job changes to `target_url` with
+    /// the shared `secret`: finds cigate's own webhook by its URL, creates it where it is
+    /// missing and repairs it where it drifted, never adding a second one. Returns what
+    /// is registered, for [`ProviderHooks::remove_hooks`].
+    async fn ensure_hooks(
+        &self,
+        target_url: &str,
+        secret: &str,
+    ) -> Result<serde_json::Value, ProviderError>;
+
+    /// Removes every webhook of the account's workspaces that posts to `target_url`;
+    /// returns how many.
+    async fn remove_hooks(&self, target_url: &str) -> Result<u32, ProviderError>;
+
+    /// What a delivery's JSON body claims (a hint: the job is read again before any
+    /// event).
+    fn hint(&self, body: &serde_json::Value) -> crate::events::HookHint;
 }
 
 #[cfg(test)]

@@ -134,6 +134,41 @@ pub struct ServerConfig {
     /// sends it again under the same `webhook-id`.
     #[arg(long, env = "CIGATE_WEBHOOK_DELIVERY_LEASE", default_value = "60s", value_parser = parse_duration)]
     pub webhook_delivery_lease: Duration,
+
+    /// How often each account is polled for job changes when no provider webhook can
+    /// reach this server (no `CIGATE_PUBLIC_URL`, no webhook scope). Accounts with a
+    /// registered webhook are polled ten times less often, as a safety net.
+    #[arg(long, env = "CIGATE_EVENT_POLL_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub event_poll_interval: Duration,
+
+    /// The share of an account's provider rate budget polling may spend (`0.1` or
+    /// `10%`); a poll skips its turn while less than this share of the budget is left.
+    #[arg(long, env = "CIGATE_EVENT_POLL_BUDGET_SHARE", default_value = "10%", value_parser = parse_share)]
+    pub event_poll_budget_share: f64,
+
+    /// How long the event log (and the change detector's memory) is kept, e.g. `30d`.
+    #[arg(long, env = "CIGATE_EVENT_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub event_retention: Duration,
+
+    /// How often provider webhooks pointing here are checked and repaired (one Buddy
+    /// lost, a secret drifted).
+    #[arg(long, env = "CIGATE_EVENT_HOOK_REPAIR_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub event_hook_repair_interval: Duration,
+}
+
+/// A share as `0.1` or `10%`, more than 0 and at most 1.
+pub fn parse_share(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let value = match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+        None => text.parse::<f64>(),
+    }
+    .map_err(|_| format!("`{text}` is not a share like `0.1` or `10%`"))?;
+    if value.is_finite() && value > 0.0 && value <= 1.0 {
+        Ok(value)
+    } else {
+        Err(format!("`{text}` must be more than 0 and at most 100%"))
+    }
 }
 
 /// The waits of [`ServerConfig::webhook_retry_schedule`], in order.
@@ -170,9 +205,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => n.checked_mul(1000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
         other => {
             return Err(format!(
-                "unknown duration unit `{other}` (use ms, s, m or h)"
+                "unknown duration unit `{other}` (use ms, s, m, h or d)"
             ))
         }
     };
@@ -211,6 +247,10 @@ impl ServerConfig {
                     .to_vec(),
             ),
             webhook_delivery_lease: Duration::from_secs(60),
+            event_poll_interval: Duration::from_secs(30),
+            event_poll_budget_share: 0.1,
+            event_retention: Duration::from_secs(30 * 86_400),
+            event_hook_repair_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -293,11 +333,22 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("3 days").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn shares() {
+        assert_eq!(parse_share("10%"), Ok(0.1));
+        assert_eq!(parse_share("0.25"), Ok(0.25));
+        assert_eq!(parse_share("100%"), Ok(1.0));
+        for bad in ["0", "0%", "-0.1", "1.5", "150%", "NaN", "inf", "ten", ""] {
+            assert!(parse_share(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod watch;
 
 pub use config::ServerConfig;
 pub use state::AppState;
@@ -50,14 +51,14 @@ pub enum StartError {
     Http(String),
 }
 
-/// A running server: its address, the task serving it, and the background token
-/// refresher and webhook delivery worker (stopped with the server).
+/// A running server: its address, the task serving it, and its background tasks (the
+/// token refresher, the webhook delivery worker, the job-event poller, the provider
+/// webhook registrar, the event log's housekeeping), stopped with the server.
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
     task: JoinHandle<Result<(), std::io::Error>>,
-    refresher: JoinHandle<()>,
-    deliverer: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -77,8 +78,9 @@ impl RunningServer {
     /// Stops at once: open connections and requests in flight are dropped.
     pub fn abort(&self) {
         self.task.abort();
-        self.refresher.abort();
-        self.deliverer.abort();
+        for task in &self.background {
+            task.abort();
+        }
     }
 
     /// Stops gracefully: refuses new connections, lets requests in flight finish within
@@ -93,10 +95,10 @@ impl RunningServer {
             Ok(result) => result,
             Err(join) => Err(std::io::Error::other(join.to_string())),
         };
-        self.refresher.abort();
-        let _ = (&mut self.refresher).await;
-        self.deliverer.abort();
-        let _ = (&mut self.deliverer).await;
+        for task in &mut self.background {
+            task.abort();
+            let _ = task.await;
+        }
         result
     }
 }
@@ -131,6 +133,7 @@ pub async fn build_state(config: ServerConfig, store: Store) -> Result<AppState,
         refresher: Arc::default(),
         link_key: Arc::new(link_key),
         deliveries: Arc::default(),
+        watch: Arc::default(),
     }))
 }
 
@@ -157,14 +160,18 @@ pub async fn start(state: AppState) -> Result<RunningServer, StartError> {
         signal,
         state.config.shutdown_grace,
     ));
-    let refresher = tokio::spawn(refresh::background(state.clone()));
-    let deliverer = tokio::spawn(delivery::background(state.clone()));
+    let background = vec![
+        tokio::spawn(refresh::background(state.clone())),
+        tokio::spawn(delivery::background(state.clone())),
+        tokio::spawn(watch::poll::background(state.clone())),
+        tokio::spawn(watch::hooks::registrar(state.clone())),
+        tokio::spawn(watch::housekeeping(state.clone())),
+    ];
     Ok(RunningServer {
         addr,
         state,
         task,
-        refresher,
-        deliverer,
+        background,
         stop: Some(stop),
     })
 }

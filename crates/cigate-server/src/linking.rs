@@ -12,8 +12,10 @@ use crate::gateway;
 use crate::refresh;
 use crate::state::AppState;
 
-pub const CREATED: &str = "integrated_account:created";
-pub const UPDATED: &str = "integrated_account:updated";
+pub const CREATED: &str = cigate_core::events::event_type::ACCOUNT_CREATED;
+pub const UPDATED: &str = cigate_core::events::event_type::ACCOUNT_UPDATED;
+pub const ACTIVE: &str = cigate_core::events::event_type::ACCOUNT_ACTIVE;
+pub const DELETED: &str = cigate_core::events::event_type::ACCOUNT_DELETED;
 
 /// Keys of `context` that are never stored in clear nor returned.
 pub fn is_secret_key(key: &str) -> bool {
@@ -151,6 +153,9 @@ pub async fn save(state: &AppState, target: Target<'_>, verified: Verified) -> A
             })
             .await?;
         refresh::record_event(state, &account, CREATED, json!({})).await;
+        // Verified against Buddy just now: ready for use.
+        refresh::record_event(state, &account, ACTIVE, json!({})).await;
+        crate::watch::hooks::register_soon(state, &account);
         return Ok(account);
     };
     let existing = state
@@ -184,5 +189,6 @@ pub async fn save(state: &AppState, target: Target<'_>, verified: Verified) -> A
         UPDATED
     };
     refresh::record_event(state, &updated, event, json!({})).await;
+    crate::watch::hooks::register_soon(state, &updated);
     Ok(updated)
 }

@@ -22,6 +22,7 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -71,6 +72,26 @@ pub struct Metrics {
     pub refreshes: Family<OutcomeLabels, Counter>,
     /// Requests refused by cigate's own limits, `scope` = `token` or `account`.
     pub limited: Family<ScopeLabels, Counter>,
+    /// Events recorded, by `source`: `hook` (a provider webhook, re-read), `poll`,
+    /// `account` (lifecycle), `api` (tests through the API).
+    pub events_detected: Family<SourceLabels, Counter>,
+    /// Provider calls spent polling for job changes.
+    pub poll_calls: Counter,
+    /// Polls that ran, by outcome (`changed`, `idle`, `skipped` for a tight budget,
+    /// `failed`).
+    pub polls: Family<OutcomeLabels, Counter>,
+    /// Delivery attempts, by outcome (`delivered`, `retry`, `failed`, `disabled`).
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    /// From an event's detection to its delivery's 2xx.
+    pub delivery_latency: Histogram,
+    /// Deliveries not yet delivered or failed, and the age of the oldest, as last seen.
+    pub outbox_backlog: Gauge,
+    pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
 }
 
 /// Latency buckets from 100 µs to ~52 s: proxied calls sit at the low end, governed
@@ -116,6 +137,50 @@ impl Metrics {
             "Requests refused with 429 by cigate's own per-token or per-account limits",
             limited.clone(),
         );
+        let events_detected = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "events_detected",
+            "Events recorded, by source (hook, poll, account, api)",
+            events_detected.clone(),
+        );
+        let poll_calls = Counter::default();
+        registry.register(
+            "event_poll_upstream_calls",
+            "Provider calls spent polling accounts for job changes",
+            poll_calls.clone(),
+        );
+        let polls = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "event_polls",
+            "Account polls, by outcome (changed, idle, skipped, failed)",
+            polls.clone(),
+        );
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_delivery_attempts",
+            "Webhook delivery attempts, by outcome (delivered, retry, failed, disabled)",
+            deliveries.clone(),
+        );
+        let delivery_latency = latency_histogram();
+        registry.register_with_unit(
+            "webhook_delivery_latency",
+            "From an event's detection to its delivery's 2xx",
+            Unit::Seconds,
+            delivery_latency.clone(),
+        );
+        let outbox_backlog = Gauge::default();
+        registry.register(
+            "webhook_outbox_backlog",
+            "Deliveries pending or retrying",
+            outbox_backlog.clone(),
+        );
+        let outbox_oldest_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "webhook_outbox_oldest_age",
+            "Age of the oldest event with a delivery pending or retrying",
+            Unit::Seconds,
+            outbox_oldest_age.clone(),
+        );
         registry.register_collector(Box::new(UpstreamCollector { pool }));
         Self {
             registry,
@@ -124,6 +189,13 @@ impl Metrics {
             idempotent_replays,
             refreshes,
             limited,
+            events_detected,
+            poll_calls,
+            polls,
+            deliveries,
+            delivery_latency,
+            outbox_backlog,
+            outbox_oldest_age,
         }
     }
 

@@ -48,6 +48,8 @@ pub struct Shared {
     pub link_key: Arc<Vec<u8>>,
     /// Wakes this instance's delivery worker when an event was queued.
     pub deliveries: Arc<tokio::sync::Notify>,
+    /// Signals between job-event sources, the detector and event streams.
+    pub watch: Arc<crate::watch::Hub>,
 }
 
 impl AppState {

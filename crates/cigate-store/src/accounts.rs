@@ -193,6 +193,18 @@ impl Store {
         row.map(Account::try_from).transpose()
     }
 
+    /// The account `id` in whatever environment it is, for callers that proved the
+    /// right to it otherwise (a provider webhook carrying the account's own secret).
+    pub async fn account_by_id(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let row: Option<AccountRow> = on_pool!(self.pool(), p => {
+            sqlx::query_as(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(p)
+                .await?
+        });
+        row.map(Account::try_from).transpose()
+    }
+
     /// One page of accounts in `(created_at, id)` order, starting after `after` (an
     /// [`Account::page_key`] of the previous page's last item; a bare account id is also
     /// accepted). `limit` is clamped to 1..=1000.

@@ -287,6 +287,36 @@ impl Store {
             .collect())
     }
 
+    /// Active accounts whose provider webhook was last registered before `before` (or
+    /// never), in id order after `after`: registration at start-up and its repair.
+    pub async fn hook_candidates(
+        &self,
+        before: DateTime<Utc>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<PollCandidate>, StoreError> {
+        let rows: Vec<(String, String)> = on_pool!(self.pool(), p => {
+            sqlx::query_as(
+                "SELECT a.id, a.environment_id FROM accounts a \
+                 LEFT JOIN event_sources s ON s.account_id = a.id \
+                 WHERE a.status = 'active' AND a.id > $1 \
+                 AND (s.hooks_at IS NULL OR s.hooks_at < $2) ORDER BY a.id LIMIT $3",
+            )
+            .bind(after)
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(account_id, environment_id)| PollCandidate {
+                account_id,
+                environment_id,
+            })
+            .collect())
+    }
+
     /// Takes the account's poll lease for `ttl` when it is free, expired or already
     /// `holder`'s: several instances never poll one account at once. The account's
     /// event source is made first if it has none.

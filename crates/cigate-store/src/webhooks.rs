@@ -792,6 +792,34 @@ impl Store {
         })
     }
 
+    /// Drops events older than `before` whose deliveries are all settled (delivered or
+    /// failed); their deliveries go with them. Returns how many events went.
+    pub async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(on_pool!(self.pool(), p => {
+            sqlx::query(
+                "DELETE FROM events WHERE created_at < $1 AND NOT EXISTS \
+                 (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id \
+                  AND d.status = 'pending')",
+            )
+            .bind(before)
+            .execute(p)
+            .await?
+            .rows_affected()
+        }))
+    }
+
+    /// Deliveries still to make, and when the oldest of them was queued.
+    pub async fn outbox_backlog(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        let (count, oldest): (i64, Option<DateTime<Utc>>) = on_pool!(self.pool(), p => {
+            sqlx::query_as(
+                "SELECT COUNT(*), MIN(created_at) FROM webhook_deliveries WHERE status = 'pending'",
+            )
+            .fetch_one(p)
+            .await?
+        });
+        Ok((u64::try_from(count).unwrap_or(0), oldest))
+    }
+
     pub async fn get_event(
         &self,
         environment_id: &str,

@@ -6,6 +6,7 @@
 //!   which cigate slices;
 //! * `{"m": …}` — the state of a merged job feed (see [`merge`]).
 
+pub mod hooks;
 mod merge;
 mod pulls;
 pub mod window;
@@ -633,6 +634,10 @@ impl Provider for BuddyProvider {
     }
 
     fn writes(&self) -> Option<&dyn cigate_core::ProviderWrites> {
+        Some(self)
+    }
+
+    fn hooks(&self) -> Option<&dyn cigate_core::ProviderHooks> {
         Some(self)
     }
 }

@@ -233,7 +233,7 @@ impl VarScope {
 
 impl BuddyProvider {
     /// One write to Buddy; 2xx body and rate-limit state.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,

@@ -405,12 +405,16 @@ pub async fn remove(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
+    let account = load(&state, &caller, &id).await?;
+    // While the credential still exists: the provider webhook pointing here goes first.
+    crate::watch::hooks::unregister(&state, &account).await;
     if state
         .store
         .delete_account(&caller.environment_id, &id)
         .await?
     {
         state.cache.forget_account(&id);
+        refresh::record_event(&state, &account, linking::DELETED, json!({})).await;
         Ok(Json(json!({ "id": id })))
     } else {
         Err(ApiError::NotFound(format!(
@@ -463,6 +467,7 @@ pub async fn refresh(
         ));
     };
     refresh::refresh_account(&state, &account, refresh::Trigger::Replace(&access_token)).await?;
+    crate::watch::hooks::register_soon(&state, &account);
     Ok(Json(json!({ "success": true })))
 }
 

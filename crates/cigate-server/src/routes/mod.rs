@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::serve))
         .merge(crate::openapi::routes())
         .merge(link::page_routes())
+        .merge(crate::watch::hooks::routes())
         .merge(authed)
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)

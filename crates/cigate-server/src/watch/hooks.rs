@@ -1,0 +1,392 @@
+//! Provider webhooks pointing back at cigate: registered when an account is linked
+//! (and at start-up, and repaired every `CIGATE_EVENT_HOOK_REPAIR_INTERVAL`), removed
+//! when it is deleted, and received at
+//! `/integrated-account-webhook/{account id}/{path token}`.
+//!
+//! A delivery is checked (path token, then the shared secret wherever the provider put
+//! it: a body field, a header or a query parameter; constant-time) and answered at
+//! once. What it says is a hint only: the job it names is read again through the
+//! account's gateway before the detector sees it, so a forged, replayed or stale
+//! delivery can never produce a wrong event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use cigate_core::events::{HookHint, JobRef};
+use cigate_core::{Provider, ProviderError, Resource};
+use cigate_store::{Account, AccountStatus, EventSource};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{caller_for, job_query, observe, Source};
+use crate::error::{ApiError, ApiResult};
+use crate::gateway::Gateway;
+use crate::state::AppState;
+
+/// The path provider webhooks post to, under `CIGATE_PUBLIC_URL`.
+pub const HOOK_PATH: &str = "/integrated-account-webhook";
+/// Accounts whose webhooks one pass of the registrar checks at once.
+const REGISTRAR_BATCH: u32 = 100;
+/// How often the registrar looks for accounts to check.
+const REGISTRAR_TICK: Duration = Duration::from_secs(60);
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        &format!("{HOOK_PATH}/{{account_id}}/{{token}}"),
+        post(receive),
+    )
+}
+
+/// The public base URL provider webhooks can reach, if configured.
+fn public_url(state: &AppState) -> Option<&str> {
+    state
+        .config
+        .public_url
+        .as_deref()
+        .map(|url| url.trim_end_matches('/'))
+        .filter(|url| !url.is_empty())
+}
+
+fn target_url(public: &str, source: &EventSource) -> String {
+    format!(
+        "{public}{HOOK_PATH}/{}/{}",
+        source.account_id,
+        source.hook_token.expose()
+    )
+}
+
+fn provider_hooks(
+    provider: &dyn Provider,
+) -> Result<&dyn cigate_core::ProviderHooks, ProviderError> {
+    provider
+        .hooks()
+        .ok_or_else(|| ProviderError::Unsupported("this integration does not send webhooks".into()))
+}
+
+/// Registers (or repairs) the account's provider webhook, when this server has a
+/// public URL; records what happened on the account's event source. Failing leaves
+/// the account to polling, which is what an account without one gets anyway.
+pub async fn register(state: &AppState, account: &Account) {
+    let Some(public) = public_url(state) else {
+        return;
+    };
+    if account.status != AccountStatus::Active {
+        return;
+    }
+    let source = match state.store.ensure_event_source(&account.id).await {
+        Ok(source) => source,
+        Err(err) => {
+            tracing::warn!(account = %account.id, error = %err, "making an event source failed");
+            return;
+        }
+    };
+    let target = target_url(public, &source);
+    let outcome = match Gateway::open(
+        state,
+        &caller_for(account),
+        &account.id,
+        state.default_timeout(),
+    )
+    .await
+    {
+        Ok(gateway) => {
+            let (target, secret) = (&target, source.hook_secret.expose());
+            gateway
+                .call(|provider: Arc<dyn Provider>| async move {
+                    provider_hooks(provider.as_ref())?
+                        .ensure_hooks(target, secret)
+                        .await
+                })
+                .await
+        }
+        Err(err) => Err(err),
+    };
+    let written = match &outcome {
+        Ok(hooks) => state.store.record_hooks(&account.id, hooks, None).await,
+        Err(err) => {
+            tracing::info!(account = %account.id, error = %err, "registering the provider webhook failed; polling instead");
+            state
+                .store
+                .record_hooks(&account.id, &json!([]), Some(&err.to_string()))
+                .await
+        }
+    };
+    if let Err(err) = written {
+        tracing::warn!(account = %account.id, error = %err, "recording the provider webhook failed");
+    }
+}
+
+/// [`register`] in the background (linking answers without waiting for it).
+pub fn register_soon(state: &AppState, account: &Account) {
+    if public_url(state).is_none() {
+        return;
+    }
+    let (state, account) = (state.clone(), account.clone());
+    tokio::spawn(async move { register(&state, &account).await });
+}
+
+/// Removes the account's provider webhooks (before the account is deleted). Failing
+/// is logged: the account goes all the same, and its webhook's deliveries then find
+/// no account (404).
+pub async fn unregister(state: &AppState, account: &Account) {
+    let source = match state.store.event_source(&account.id).await {
+        Ok(Some(source)) => source,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::warn!(account = %account.id, error = %err, "reading the event source failed");
+            return;
+        }
+    };
+    // Registered under this URL (or an earlier one, recorded with each hook).
+    let mut targets: Vec<String> = source
+        .hooks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|hook| hook.get("target_url").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect();
+    if let Some(public) = public_url(state) {
+        targets.push(target_url(public, &source));
+    }
+    targets.sort();
+    targets.dedup();
+    if targets.is_empty() {
+        return;
+    }
+    let gateway = match Gateway::open(
+        state,
+        &caller_for(account),
+        &account.id,
+        state.default_timeout(),
+    )
+    .await
+    {
+        Ok(gateway) => gateway,
+        Err(err) => {
+            tracing::warn!(account = %account.id, error = %err, "removing the provider webhook failed");
+            return;
+        }
+    };
+    for target in &targets {
+        let removed = gateway
+            .call(|provider: Arc<dyn Provider>| async move {
+                provider_hooks(provider.as_ref())?
+                    .remove_hooks(target)
+                    .await
+            })
+            .await;
+        if let Err(err) = removed {
+            tracing::warn!(account = %account.id, error = %err, "removing the provider webhook failed");
+        }
+    }
+}
+
+/// Registers webhooks for active accounts that lack one (start-up) and repairs every
+/// account's once per repair interval; runs until the server stops it.
+pub async fn registrar(state: AppState) {
+    if public_url(&state).is_none() {
+        return;
+    }
+    // At start-up every account is checked once, whatever it had.
+    let mut before = Utc::now();
+    let repair = chrono::Duration::from_std(state.config.event_hook_repair_interval)
+        .unwrap_or_else(|_| chrono::Duration::hours(1));
+    loop {
+        let mut after = String::new();
+        loop {
+            let batch = match state
+                .store
+                .hook_candidates(before, &after, REGISTRAR_BATCH)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::warn!(error = %err, "finding accounts to register webhooks for failed");
+                    break;
+                }
+            };
+            let Some(last) = batch.last() else { break };
+            after = last.account_id.clone();
+            for candidate in batch {
+                if let Ok(Some(account)) = state
+                    .store
+                    .get_account(&candidate.environment_id, &candidate.account_id)
+                    .await
+                {
+                    register(&state, &account).await;
+                }
+            }
+        }
+        tokio::time::sleep(REGISTRAR_TICK).await;
+        before = Utc::now() - repair;
+    }
+}
+
+/// Both sides hashed first, so the comparison takes the same time whatever the lengths.
+fn same_secret(expected: &str, given: &str) -> bool {
+    let a = Sha256::digest(expected.as_bytes());
+    let b = Sha256::digest(given.as_bytes());
+    bool::from(a.ct_eq(&b))
+}
+
+/// Every place a shared secret can travel: the provider's body fields, any header
+/// value (with or without a `Bearer ` or `token ` prefix) and any query value.
+fn carries_secret(secret: &str, hint: &HookHint, headers: &HeaderMap, query: Option<&str>) -> bool {
+    let mut found = false;
+    let mut check = |given: &str| found |= same_secret(secret, given.trim());
+    for given in &hint.secrets {
+        check(given);
+    }
+    for value in headers.values() {
+        if let Ok(text) = value.to_str() {
+            check(text);
+            if let Some((_, rest)) = text.split_once(' ') {
+                check(rest);
+            }
+        }
+    }
+    if let Some(query) = query {
+        for (_, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            check(&value);
+        }
+    }
+    found
+}
+
+/// `POST /integrated-account-webhook/{account_id}/{token}`: a provider's webhook.
+async fn receive(
+    State(state): State<AppState>,
+    Path((account_id, token)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let unknown = || ApiError::NotFound("no such webhook".into());
+    let source = state
+        .store
+        .event_source(&account_id)
+        .await?
+        .ok_or_else(unknown)?;
+    if !same_secret(source.hook_token.expose(), &token) {
+        return Err(unknown());
+    }
+    let account = state
+        .store
+        .account_by_id(&account_id)
+        .await?
+        .ok_or_else(unknown)?;
+    let parsed: Value = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::InvalidBody(format!("the webhook body is not JSON: {err}")))?;
+    let hint = match provider_for_hint(&account) {
+        Some(hint_of) => hint_of(&parsed),
+        None => HookHint::default(),
+    };
+    if !carries_secret(
+        source.hook_secret.expose(),
+        &hint,
+        &headers,
+        query.as_deref(),
+    ) {
+        return Err(ApiError::Unauthorized);
+    }
+    if let Err(err) = state.store.note_hook_seen(&account.id).await {
+        tracing::warn!(account = %account.id, error = %err, "noting a webhook failed");
+    }
+    let task_state = state.clone();
+    tokio::spawn(async move { follow(&task_state, &account, hint.job).await });
+    Ok((StatusCode::OK, Json(json!({ "received": true }))))
+}
+
+/// How the account's provider reads a delivery (before any call is made).
+fn provider_for_hint(account: &Account) -> Option<fn(&Value) -> HookHint> {
+    match account.integration.as_str() {
+        "buddy" => Some(cigate_buddy::provider::hooks::hint),
+        _ => None,
+    }
+}
+
+/// Reads the job a delivery named and runs it through the detector; a delivery that
+/// named none precisely makes the account be polled now.
+async fn follow(state: &AppState, account: &Account, job: Option<JobRef>) {
+    let Some(job) = job else {
+        state.watch.poll_soon(&account.id);
+        return;
+    };
+    let read = async {
+        let gateway = Gateway::open(
+            state,
+            &caller_for(account),
+            &account.id,
+            state.default_timeout(),
+        )
+        .await?;
+        let query = job_query(&job);
+        let read_at = Utc::now();
+        let got = gateway
+            .call(|provider: Arc<dyn Provider>| {
+                let (query, id) = (&query, &job.job);
+                async move { provider.get(Resource::Jobs, id, query).await }
+            })
+            .await?;
+        observe(state, account, Source::Hook, read_at, &got.record, false).await
+    };
+    match read.await {
+        Ok(_) => {}
+        // The delivery named a job the account cannot see: nothing happened.
+        Err(ApiError::NotFound(_) | ApiError::Remote { status: 404, .. }) => {}
+        Err(err) => {
+            tracing::info!(account = %account.id, error = %err, "reading a hinted job failed; polling instead");
+            state.watch.poll_soon(&account.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn a_secret_is_found_wherever_it_travels() {
+        let none = HookHint::default();
+        let mut headers = HeaderMap::new();
+        assert!(!carries_secret("s3cret", &none, &headers, None));
+        let in_body = HookHint {
+            secrets: vec!["s3cret".into()],
+            job: None,
+        };
+        assert!(carries_secret("s3cret", &in_body, &headers, None));
+        assert!(carries_secret(
+            "s3cret",
+            &none,
+            &headers,
+            Some("secret=s3cret")
+        ));
+        assert!(!carries_secret(
+            "s3cret",
+            &none,
+            &headers,
+            Some("secret=s3cre")
+        ));
+        headers.insert("x-buddy-webhook-secret", HeaderValue::from_static("s3cret"));
+        assert!(carries_secret("s3cret", &none, &headers, None));
+        let mut bearer = HeaderMap::new();
+        bearer.insert("authorization", HeaderValue::from_static("Bearer s3cret"));
+        assert!(carries_secret("s3cret", &none, &bearer, None));
+        let mut wrong = HeaderMap::new();
+        wrong.insert(
+            "x-buddy-webhook-secret",
+            HeaderValue::from_static("s3cret2"),
+        );
+        assert!(!carries_secret("s3cret", &none, &wrong, None));
+    }
+}
