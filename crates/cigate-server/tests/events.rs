@@ -392,7 +392,7 @@ async fn registered_webhook(backend: Backend) {
     // Registering again finds cigate's own webhook; one Buddy lost is made again.
     let state = h.server.state.clone();
     let stored = state.store.account_by_id(&account).await.unwrap().unwrap();
-    cigate_server::watch::hooks::register(&state, &stored).await;
+    cigate_server::watch::hooks::ensure(&state, &stored).await;
     let again = eventually_hooks(&h, &ws, &prefix, 1).await;
     assert_eq!(again[0]["id"], hooks[0]["id"]);
     let id = hooks[0]["id"].as_u64().unwrap();
@@ -407,7 +407,7 @@ async fn registered_webhook(backend: Backend) {
         .await
         .unwrap();
     assert!(deleted.status().is_success());
-    cigate_server::watch::hooks::register(&state, &stored).await;
+    cigate_server::watch::hooks::ensure(&state, &stored).await;
     eventually_hooks(&h, &ws, &prefix, 1).await;
 
     // Deleting the account removes its Buddy webhook.
@@ -434,4 +434,68 @@ async fn registered_webhook(backend: Backend) {
             .status(),
         404
     );
+}
+
+/// Reads the stream until a message naming `event` arrives; returns its `id` line.
+async fn stream_until(response: &mut reqwest::Response, event: &str) -> (String, String) {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no `{event}` on the stream; got {text}"))
+            .unwrap()
+            .expect("stream open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        for message in text.split("\n\n") {
+            if message.lines().any(|l| l == format!("event: {event}")) {
+                let id = message
+                    .lines()
+                    .find_map(|l| l.strip_prefix("id: "))
+                    .expect("an id")
+                    .to_owned();
+                return (id, message.to_owned());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_follows_and_resumes() {
+    let Some(h) = Harness::start_configured(Backend::Sqlite, fast_sim(), |_| {}).await else {
+        return;
+    };
+    let mut live = h
+        .get("/events/stream?event_type=integrated_account:*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    assert!(live.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let account = h.link().await;
+    let (created, message) = stream_until(&mut live, "integrated_account:created").await;
+    assert!(message.contains(&account), "{message}");
+    let (active, _) = stream_until(&mut live, "integrated_account:active").await;
+
+    // Resuming after the first message starts with the second.
+    let mut resumed = h
+        .get("/events/stream")
+        .header("last-event-id", &created)
+        .send()
+        .await
+        .unwrap();
+    let (first, _) = stream_until(&mut resumed, "integrated_account:active").await;
+    assert_eq!(first, active);
+
+    let bad = h.get("/events/stream?after=nonsense").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad = h
+        .get("/events/stream?event_type=job:")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
 }

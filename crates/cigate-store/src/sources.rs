@@ -239,6 +239,33 @@ impl Store {
         Ok(())
     }
 
+    /// Claims the registration of the account's provider webhook: `false` when one was
+    /// started within `window` (by this or another instance), so instances starting
+    /// together do not both create one.
+    pub async fn claim_hooks(
+        &self,
+        account_id: &str,
+        window: Duration,
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        let since = at
+            - chrono::Duration::from_std(window)
+                .map_err(|_| StoreError::InvalidInput("claim window too long".into()))?;
+        let n = on_pool!(self.pool(), p => {
+            sqlx::query(
+                "UPDATE event_sources SET hooks_at = $2 WHERE account_id = $1 \
+                 AND (hooks_at IS NULL OR hooks_at < $3)",
+            )
+            .bind(account_id)
+            .bind(at)
+            .bind(since)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
     /// Notes that a genuine provider webhook arrived (it keeps the poller slow).
     pub async fn note_hook_seen(&self, account_id: &str) -> Result<(), StoreError> {
         on_pool!(self.pool(), p => {

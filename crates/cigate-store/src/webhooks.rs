@@ -792,6 +792,23 @@ impl Store {
         })
     }
 
+    /// The page key of the environment's newest event (where a live tail starts).
+    pub async fn latest_event_key(
+        &self,
+        environment_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row: Option<(DateTime<Utc>, String)> = on_pool!(self.pool(), p => {
+            sqlx::query_as(
+                "SELECT created_at, id FROM events WHERE environment_id = $1 \
+                 ORDER BY created_at DESC, id DESC LIMIT 1",
+            )
+            .bind(environment_id)
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(row.map(|(at, id)| page_key(at, &id)))
+    }
+
     /// Drops events older than `before` whose deliveries are all settled (delivered or
     /// failed); their deliveries go with them. Returns how many events went.
     pub async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

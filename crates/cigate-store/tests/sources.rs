@@ -207,6 +207,15 @@ both_backends!(event_sources_keep_their_secret_and_poll_lease, |ctx| {
         .is_empty());
     assert_eq!(store.poll_candidates(now, now, 10).await.unwrap().len(), 1);
     store.note_hook_seen(&account).await.unwrap();
+    let window = Duration::from_secs(30);
+    assert!(
+        !store.claim_hooks(&account, window).await.unwrap(),
+        "registered just now"
+    );
+    assert!(store
+        .claim_hooks(&account, Duration::from_millis(0))
+        .await
+        .unwrap());
     let source = store.event_source(&account).await.unwrap().unwrap();
     assert!(source.hook_seen_at.is_some());
     assert_eq!(source.hooks, json!([{ "workspace": "ws", "id": 1 }]));

@@ -50,6 +50,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ));
     config.listen = args.listen;
     config.allow_private_upstreams = true;
+    // The simulator reaches the gateway directly, so job events come by webhook; on
+    // port 0 (address unknown in advance) they come by polling, every few seconds.
+    if args.listen.port() != 0 {
+        config.public_url = Some(format!("http://{}", args.listen));
+    }
+    config.event_poll_interval = std::time::Duration::from_secs(5);
     let store = cigate_server::store::open(&config).await?;
     let env = store.ensure_environment("default").await?;
     let (_, api_token) = store.create_api_token(&env.id, Some("demo")).await?;
@@ -192,6 +198,17 @@ fn print_calls(demo: &Demo, buddy_url: &str) {
     for call in calls {
         println!("  curl -s -H 'Authorization: Bearer {api_token}' '{base_url}/{call}'");
     }
+    println!();
+    println!("Watch job events (in a second terminal):");
+    println!();
+    println!("  cigate events tail --url {base_url} --token {api_token} --type 'job:*'");
+    println!();
+    println!("and make one happen (runs workflow {workflow} of {repo}):");
+    println!();
+    println!(
+        "  curl -s -X POST -H 'Authorization: Bearer {api_token}' \\\n    \
+         '{base_url}/unified/ci-cd/jobs?{q}&repo={repo}&workflow={workflow}'"
+    );
     println!();
     println!("Ctrl-C stops the demo and deletes its data.");
 }

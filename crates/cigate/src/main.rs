@@ -56,6 +56,13 @@ enum Command {
         #[command(subcommand)]
         command: ops::WorkflowsCommand,
     },
+    /// Follow the events a running server records (`tail`).
+    Events {
+        #[command(flatten)]
+        conn: ops::Connection,
+        #[command(subcommand)]
+        command: ops::EventsCommand,
+    },
     /// Manage the credential encryption keys.
     Keys {
         #[command(subcommand)]
@@ -148,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await?,
         Command::Jobs { conn, command } => ops::jobs(conn, command).await?,
         Command::Workflows { conn, command } => ops::workflows(conn, command).await?,
+        Command::Events { conn, command } => ops::events(conn, command).await?,
         Command::Sim(config) => run_sim(config).await?,
         Command::Migrate(args) => {
             cigate_server::store::open(&args.server_config()).await?;

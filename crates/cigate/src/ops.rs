@@ -453,9 +453,117 @@ pub async fn workflows(conn: Connection, command: WorkflowsCommand) -> anyhow::R
     }
 }
 
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print events as they happen, one JSON object per line (from `/events/stream`).
+    Tail {
+        /// An event type or a prefix pattern such as `job:*`.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Only this tenant's events.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Continue after this position (a printed event's `position`) instead of
+        /// starting at the newest event.
+        #[arg(long)]
+        after: Option<String>,
+    },
+}
+
+/// One Server-Sent Events message being read: its `id` and `data` lines.
+#[derive(Default)]
+struct SseMessage {
+    id: Option<String>,
+    data: Vec<String>,
+}
+
+impl SseMessage {
+    /// Takes one line (without its line break); a blank line ends the message, which is
+    /// then returned as `(id, data)`.
+    fn line(&mut self, line: &str) -> Option<(Option<String>, String)> {
+        if line.is_empty() {
+            let done = std::mem::take(self);
+            return (!done.data.is_empty()).then(|| (done.id, done.data.join("\n")));
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => self.id = Some(value.to_owned()),
+            "data" => self.data.push(value.to_owned()),
+            // Comments (keep-alives), `event` and `retry` need nothing here.
+            _ => {}
+        }
+        None
+    }
+}
+
+pub async fn events(conn: Connection, command: EventsCommand) -> anyhow::Result<()> {
+    let EventsCommand::Tail {
+        event_type,
+        tenant,
+        after,
+    } = command;
+    let mut url = reqwest::Url::parse(conn.url.trim_end_matches('/')).context("invalid --url")?;
+    url.path_segments_mut()
+        .map_err(|_| anyhow::anyhow!("--url cannot be a base URL"))?
+        .pop_if_empty()
+        .extend(["events", "stream"]);
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in [
+            ("event_type", event_type.as_deref()),
+            ("tenant_id", tenant.as_deref()),
+            ("integrated_account_id", conn.account.as_deref()),
+            ("after", after.as_deref()),
+        ] {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
+        }
+    }
+    let client = Client::new(conn)?;
+    let mut response = client.call(reqwest::Method::GET, url, None, None).await?;
+    let mut message = SseMessage::default();
+    let mut pending = Vec::new();
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = response.chunk().await.context("the event stream broke")? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if let Some((id, data)) = message.line(line) {
+                let mut event: Value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                if let (Some(object), Some(id)) = (event.as_object_mut(), id) {
+                    object.insert("position".into(), Value::String(id));
+                }
+                writeln!(out, "{event}")?;
+                out.flush()?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sse_messages_end_at_a_blank_line_and_skip_comments() {
+        let mut m = SseMessage::default();
+        assert_eq!(m.line(": keep-alive"), None);
+        assert_eq!(m.line(""), None, "a comment alone is no message");
+        assert_eq!(m.line("id: 17.abc"), None);
+        assert_eq!(m.line("event: job:completed"), None);
+        assert_eq!(m.line("data: {\"a\":"), None);
+        assert_eq!(m.line("data:1}"), None);
+        assert_eq!(
+            m.line(""),
+            Some((Some("17.abc".into()), "{\"a\":\n1}".into()))
+        );
+        assert_eq!(m.line(""), None, "the message was taken");
+    }
 
     #[test]
     fn variables_need_key_and_equals() {

@@ -10,6 +10,7 @@ use crate::state::AppState;
 
 pub mod accounts;
 pub mod admin;
+pub mod event_stream;
 pub mod link;
 pub mod proxy;
 pub mod unified;

@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
             post(redeliver),
         )
         .route("/events", get(events))
+        .route("/events/stream", get(super::event_stream::stream))
 }
 
 /// The public form of a subscription; with `secret` only when it was just made.
@@ -60,7 +61,7 @@ fn webhook_view(hook: &Webhook, secret: Option<&WebhookSecret>) -> Value {
     view
 }
 
-fn event_view(event: &cigate_store::Event) -> Value {
+pub(crate) fn event_view(event: &cigate_store::Event) -> Value {
     json!({
         "id": event.id,
         "event": event.event_type,
@@ -73,7 +74,7 @@ fn event_view(event: &cigate_store::Event) -> Value {
 }
 
 /// Store refusals of the caller's input become 4xx; the rest stays internal.
-fn store_error(err: StoreError) -> ApiError {
+pub(crate) fn store_error(err: StoreError) -> ApiError {
     match err {
         StoreError::InvalidInput(message) => ApiError::Validation(message),
         StoreError::Conflict(message) => ApiError::Busy(message),

@@ -37,6 +37,8 @@ pub const HOOK_PATH: &str = "/integrated-account-webhook";
 const REGISTRAR_BATCH: u32 = 100;
 /// How often the registrar looks for accounts to check.
 const REGISTRAR_TICK: Duration = Duration::from_secs(60);
+/// A registration started this recently (anywhere) is not started again.
+const CLAIM_WINDOW: Duration = Duration::from_secs(30);
 
 pub fn routes() -> Router<AppState> {
     Router::new().route(
@@ -72,15 +74,32 @@ fn provider_hooks(
 }
 
 /// Registers (or repairs) the account's provider webhook, when this server has a
-/// public URL; records what happened on the account's event source. Failing leaves
-/// the account to polling, which is what an account without one gets anyway.
+/// public URL and no instance started the same within [`CLAIM_WINDOW`]; records what
+/// happened on the account's event source. Failing leaves the account to polling,
+/// which is what an account without one gets anyway.
 pub async fn register(state: &AppState, account: &Account) {
+    if public_url(state).is_none() || account.status != AccountStatus::Active {
+        return;
+    }
+    if let Err(err) = state.store.ensure_event_source(&account.id).await {
+        tracing::warn!(account = %account.id, error = %err, "making an event source failed");
+        return;
+    }
+    match state.store.claim_hooks(&account.id, CLAIM_WINDOW).await {
+        Ok(true) => ensure(state, account).await,
+        Ok(false) => {}
+        Err(err) => {
+            tracing::warn!(account = %account.id, error = %err, "claiming the webhook registration failed");
+        }
+    }
+}
+
+/// [`register`] without the claim: checks and repairs the account's provider webhook
+/// now.
+pub async fn ensure(state: &AppState, account: &Account) {
     let Some(public) = public_url(state) else {
         return;
     };
-    if account.status != AccountStatus::Active {
-        return;
-    }
     let source = match state.store.ensure_event_source(&account.id).await {
         Ok(source) => source,
         Err(err) => {
