@@ -116,7 +116,7 @@ pub async fn stream(
         .get("event_type")
         .map(EventPattern::parse)
         .transpose()
-        .map_err(ApiError::Validation)?;
+        .map_err(|message| ApiError::bad_request("/problems/invalid-parameter", message))?;
     let filter = EventFilter {
         event_type: None,
         integrated_account_id: query.get("integrated_account_id").map(str::to_owned),
@@ -144,7 +144,12 @@ pub async fn stream(
         buffer: VecDeque::new(),
     };
     // Read once now, so a bad position is a 400 rather than an empty stream.
-    tail.fill().await?;
+    tail.fill().await.map_err(|err| match err {
+        ApiError::Validation(message) => ApiError::InvalidCursor(format!(
+            "`Last-Event-ID`/`after` is not a position of this stream: {message}"
+        )),
+        other => other,
+    })?;
     let events = futures::stream::unfold(tail, Tail::next);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
