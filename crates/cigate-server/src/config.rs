@@ -154,6 +154,11 @@ pub struct ServerConfig {
     /// lost, a secret drifted).
     #[arg(long, env = "CIGATE_EVENT_HOOK_REPAIR_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub event_hook_repair_interval: Duration,
+
+    /// A subscription whose deliveries have failed for this long without one getting
+    /// through is deactivated, with a `webhook:disabled` event.
+    #[arg(long, env = "CIGATE_WEBHOOK_DISABLE_AFTER", default_value = "5d", value_parser = parse_duration)]
+    pub webhook_disable_after: Duration,
 }
 
 /// A share as `0.1` or `10%`, more than 0 and at most 1.
@@ -251,6 +256,7 @@ impl ServerConfig {
             event_poll_budget_share: 0.1,
             event_retention: Duration::from_secs(30 * 86_400),
             event_hook_repair_interval: Duration::from_secs(3600),
+            webhook_disable_after: Duration::from_secs(5 * 86_400),
         }
     }
 }

@@ -235,19 +235,117 @@ async fn finish(
 ) {
     let result = state
         .store
-        .finish_attempt(&claimed.delivery, holder, attempt, outcome.clone())
+        .finish_attempt(&claimed.delivery, holder, attempt.clone(), outcome.clone())
         .await;
     match result {
-        Ok(true) => {
-            if outcome == AttemptOutcome::Gone {
-                tracing::info!(webhook_id = %claimed.webhook.id, "receiver answered 410; webhook deactivated");
-            }
-        }
+        Ok(true) => settled(state, claimed, &attempt, &outcome).await,
         // Another worker took the delivery over after our lease ran out; it will
         // send it again under the same id.
         Ok(false) => tracing::warn!(delivery_id = %claimed.delivery.id, "delivery lease lost"),
         Err(err) => {
             tracing::warn!(delivery_id = %claimed.delivery.id, error = %err, "recording a delivery attempt failed")
+        }
+    }
+}
+
+/// What an attempt's outcome means beyond the delivery: metrics, and the events that
+/// tell an operator a subscription is in trouble (never sent to that subscription).
+async fn settled(
+    state: &AppState,
+    claimed: &ClaimedDelivery,
+    attempt: &DeliveryAttempt,
+    outcome: &AttemptOutcome,
+) {
+    let hook = &claimed.webhook;
+    let label = match outcome {
+        AttemptOutcome::Delivered => {
+            let since = Utc::now() - claimed.event.created_at;
+            let secs = since.num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6;
+            state.metrics.delivery_latency.observe(secs);
+            "delivered"
+        }
+        AttemptOutcome::Retry(_) => "retry",
+        AttemptOutcome::Exhausted => "failed",
+        AttemptOutcome::Gone => "disabled",
+    };
+    state
+        .metrics
+        .deliveries
+        .get_or_create(&crate::metrics::OutcomeLabels { outcome: label })
+        .inc();
+    let about = |kind: &str, extra: Value| {
+        let mut payload = json!({
+            "webhook_id": hook.id,
+            "target_url": hook.target_url,
+            "delivery_id": claimed.delivery.id,
+            "event_id": claimed.event.id,
+            "event_type": claimed.event.event_type,
+            "last_response_status": attempt.response_status,
+            "last_error": attempt.error,
+        });
+        if let (Some(payload), Value::Object(extra)) = (payload.as_object_mut(), extra) {
+            payload.extend(extra);
+        }
+        NewEvent {
+            environment_id: hook.environment_id.clone(),
+            event_type: kind.to_owned(),
+            integrated_account_id: claimed.event.integrated_account_id.clone(),
+            tenant_id: claimed.event.tenant_id.clone(),
+            workflow: None,
+            payload,
+            only_webhook: None,
+            except_webhook: Some(hook.id.clone()),
+        }
+    };
+    let mut events = Vec::new();
+    match outcome {
+        AttemptOutcome::Exhausted => events.push(about(
+            event_type::WEBHOOK_DELIVERY_EXHAUSTED,
+            json!({ "attempts": claimed.delivery.attempts.len() + 1 }),
+        )),
+        AttemptOutcome::Gone => {
+            tracing::info!(webhook_id = %hook.id, "receiver answered 410; webhook deactivated");
+            events.push(about(
+                event_type::WEBHOOK_DISABLED,
+                json!({ "reason": "the receiver answered 410 Gone" }),
+            ));
+        }
+        _ => {}
+    }
+    let failing_too_long = hook.is_active
+        && matches!(
+            outcome,
+            AttemptOutcome::Retry(_) | AttemptOutcome::Exhausted
+        )
+        && hook.failing_since.is_some_and(|since| {
+            chrono::Duration::from_std(state.config.webhook_disable_after)
+                .is_ok_and(|limit| Utc::now() - since >= limit)
+        });
+    if failing_too_long {
+        let patch = cigate_store::WebhookPatch {
+            is_active: Some(false),
+            ..cigate_store::WebhookPatch::default()
+        };
+        match state
+            .store
+            .update_webhook(&hook.environment_id, &hook.id, patch)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(webhook_id = %hook.id, "webhook failing too long; deactivated");
+                events.push(about(
+                    event_type::WEBHOOK_DISABLED,
+                    json!({ "reason": "deliveries failed for too long", "failing_since": hook.failing_since }),
+                ));
+            }
+            Err(err) => {
+                tracing::warn!(webhook_id = %hook.id, error = %err, "deactivating a failing webhook failed")
+            }
+        }
+    }
+    for event in events {
+        if let Err(err) = record(state, event).await {
+            tracing::warn!(webhook_id = %hook.id, error = %err, "recording a webhook event failed");
         }
     }
 }

@@ -423,6 +423,7 @@ pub async fn record_event(
         workflow: None,
         payload,
         only_webhook: None,
+        except_webhook: None,
     };
     if let Err(err) = crate::delivery::record(state, event).await {
         tracing::warn!(account = %account.id, error = %err, event_type, "could not record the account event");

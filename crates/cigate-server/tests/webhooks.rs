@@ -258,7 +258,17 @@ async fn signed_retried_redelivered(backend: Backend) {
 async fn exhausted_fails_gone_deactivates_and_cdevents_go_out_as_cloudevents() {
     let h = start(Backend::Sqlite).await.expect("sqlite harness");
     let mut rx = Receiver::start().await;
-    let (_, failing) = create(&h, json!({ "target_url": rx.url, "event_types": ["test"] })).await;
+    let mut watcher = Receiver::start().await;
+    create(
+        &h,
+        json!({ "target_url": watcher.url, "event_types": ["webhook:*"] }),
+    )
+    .await;
+    let (_, failing) = create(
+        &h,
+        json!({ "target_url": rx.url, "event_types": ["test", "webhook:delivery_exhausted"] }),
+    )
+    .await;
     let failing_id = failing["id"].as_str().unwrap().to_owned();
     rx.fail_next(3, 503);
     h.post("/webhook/test")
@@ -284,6 +294,16 @@ async fn exhausted_fails_gone_deactivates_and_cdevents_go_out_as_cloudevents() {
         "exhaustion alone does not deactivate"
     );
     assert!(still["failing_since"].is_string());
+    // An operator hears of it; the failing subscription itself is not sent its own news.
+    let told = watcher.next().await.json();
+    assert_eq!(told["event"], "webhook:delivery_exhausted");
+    assert_eq!(told["payload"]["webhook_id"], failing_id.as_str());
+    assert_eq!(told["payload"]["event_type"], "test");
+    assert_eq!(told["payload"]["last_response_status"], 503);
+    let (_, own) = h
+        .get_json(&format!("/webhook/{failing_id}/deliveries"))
+        .await;
+    assert_eq!(own["result"].as_array().map(Vec::len), Some(1), "{own}");
 
     let (_, gone) = create(&h, json!({ "target_url": rx.url, "event_types": ["test"] })).await;
     let gone_id = gone["id"].as_str().unwrap().to_owned();
@@ -298,6 +318,9 @@ async fn exhausted_fails_gone_deactivates_and_cdevents_go_out_as_cloudevents() {
         b["is_active"] == false
     })
     .await;
+    let told = watcher.next().await.json();
+    assert_eq!(told["event"], "webhook:disabled");
+    assert_eq!(told["payload"]["webhook_id"], gone_id.as_str());
     let deliveries = eventually(&h, &format!("/webhook/{gone_id}/deliveries"), |b| {
         b["result"][0]["status"] == "failed"
     })
@@ -348,6 +371,7 @@ async fn exhausted_fails_gone_deactivates_and_cdevents_go_out_as_cloudevents() {
             workflow: None,
             payload: job,
             only_webhook: None,
+            except_webhook: None,
         },
     )
     .await
@@ -493,4 +517,39 @@ async fn a_delivery_whose_worker_died_is_sent_again_under_the_same_id() {
     assert_eq!(deliveries["result_count"], 1, "one delivery, sent twice");
     other.shutdown().await.unwrap();
     h.server.shutdown().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_failing_too_long_is_deactivated_with_an_event() {
+    let h = Harness::start_configured(Backend::Sqlite, Default::default(), |config| {
+        config.webhook_retry_schedule =
+            RetrySchedule(vec![Duration::from_millis(50), Duration::from_millis(50)]);
+        config.webhook_disable_after = Duration::from_millis(1);
+    })
+    .await
+    .expect("sqlite harness");
+    let mut rx = Receiver::start().await;
+    let mut watcher = Receiver::start().await;
+    create(
+        &h,
+        json!({ "target_url": watcher.url, "event_types": ["webhook:disabled"] }),
+    )
+    .await;
+    let (_, failing) = create(&h, json!({ "target_url": rx.url, "event_types": ["test"] })).await;
+    let id = failing["id"].as_str().unwrap().to_owned();
+    rx.fail_next(3, 500);
+    h.post("/webhook/test")
+        .json(&json!({ "id": id }))
+        .send()
+        .await
+        .unwrap();
+    // The first failure starts the clock; the second finds it run out.
+    rx.next().await;
+    rx.next().await;
+    let told = watcher.next().await.json();
+    assert_eq!(told["event"], "webhook:disabled");
+    assert_eq!(told["payload"]["webhook_id"], id.as_str());
+    assert!(told["payload"]["failing_since"].is_string());
+    let (_, hook) = h.get_json(&format!("/webhook/{id}")).await;
+    assert_eq!(hook["is_active"], false);
 }

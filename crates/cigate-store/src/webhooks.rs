@@ -163,6 +163,8 @@ pub struct NewEvent {
     pub payload: Value,
     /// Deliver to this subscription only (a test event), whatever its `event_types`.
     pub only_webhook: Option<String>,
+    /// Never deliver to this subscription (an event about its own failures).
+    pub except_webhook: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -464,6 +466,9 @@ macro_rules! queue_event {
         for hook in hooks {
             let hook = $crate::webhooks::webhook_from_row(hook)?;
             if prepared.event.only_webhook.is_none() && !hook.wants(&prepared.event) {
+                continue;
+            }
+            if prepared.event.except_webhook.as_deref() == Some(hook.id.as_str()) {
                 continue;
             }
             sqlx::query(

@@ -52,6 +52,7 @@ fn one_event(env: &str, account: &str) -> impl Fn(Option<&JobState>) -> Vec<NewE
             workflow: None,
             payload: json!({ "before": previous.and_then(|p| p.status.clone()) }),
             only_webhook: None,
+            except_webhook: None,
         }]
     }
 }

@@ -37,6 +37,7 @@ fn event(env: &str, ty: &str, tenant: Option<&str>) -> NewEvent {
         workflow: None,
         payload: json!({ "n": ty }),
         only_webhook: None,
+        except_webhook: None,
     }
 }
 

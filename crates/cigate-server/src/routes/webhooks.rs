@@ -393,6 +393,7 @@ pub async fn test(
             workflow: None,
             payload: json!({ "message": "a test event from cigate", "webhook_id": hook.id }),
             only_webhook: Some(hook.id.clone()),
+            except_webhook: None,
         },
     )
     .await?;

@@ -138,6 +138,7 @@ fn job_events(account: &Account, job: &Job, body: &Value, changes: &[Transition]
                 workflow: job.workflow.clone(),
                 payload,
                 only_webhook: None,
+                except_webhook: None,
             })
         })
         .collect()
