@@ -20,6 +20,10 @@ pub mod event_type {
     pub const JOB_QUEUED: &str = "job:queued";
     pub const JOB_STARTED: &str = "job:started";
     pub const JOB_COMPLETED: &str = "job:completed";
+    /// A step (a Buddy action execution) of a job started or finished: payload
+    /// `{ "job": Job, "step": Step }` (CDEvents `taskrun`).
+    pub const JOB_STEP_STARTED: &str = "job:step_started";
+    pub const JOB_STEP_COMPLETED: &str = "job:step_completed";
     pub const RECORD_CREATED: &str = "record:created";
     pub const RECORD_UPDATED: &str = "record:updated";
     pub const ACCOUNT_CREATED: &str = "integrated_account:created";
@@ -37,6 +41,8 @@ pub mod event_type {
         JOB_QUEUED,
         JOB_STARTED,
         JOB_COMPLETED,
+        JOB_STEP_STARTED,
+        JOB_STEP_COMPLETED,
         RECORD_CREATED,
         RECORD_UPDATED,
         ACCOUNT_CREATED,

@@ -95,14 +95,25 @@ fn render(claimed: &ClaimedDelivery) -> Option<(Vec<u8>, &'static str)> {
             Some((body.to_string().into_bytes(), "application/json"))
         }
         WebhookFormat::Cdevents => {
-            let phase = match event.event_type.as_str() {
-                event_type::JOB_QUEUED => event_type::JOB_QUEUED,
-                event_type::JOB_STARTED => event_type::JOB_STARTED,
-                event_type::JOB_COMPLETED => event_type::JOB_COMPLETED,
+            let (transition, job_value) = match event.event_type.as_str() {
+                kind @ (event_type::JOB_QUEUED
+                | event_type::JOB_STARTED
+                | event_type::JOB_COMPLETED) => (
+                    Transition::Job(kind_static(kind)?),
+                    // A job event's payload is the Job (or carries it as `record`).
+                    event.payload.get("record").unwrap_or(&event.payload),
+                ),
+                event_type::JOB_STEP_STARTED | event_type::JOB_STEP_COMPLETED => {
+                    let step = event.payload["step"]["id"].as_str()?.to_owned();
+                    let transition = if event.event_type == event_type::JOB_STEP_STARTED {
+                        Transition::StepStarted(step)
+                    } else {
+                        Transition::StepFinished(step)
+                    };
+                    (transition, event.payload.get("job")?)
+                }
                 _ => return None,
             };
-            // A job event's payload is the Job (or carries it as `record`).
-            let job_value = event.payload.get("record").unwrap_or(&event.payload);
             let job: Job = serde_json::from_value(job_value.clone()).ok()?;
             let source = format!(
                 "/integrated-account/{}",
@@ -113,7 +124,7 @@ fn render(claimed: &ClaimedDelivery) -> Option<(Vec<u8>, &'static str)> {
                 source: &source,
                 time: event.created_at,
                 job: &job,
-                transition: &Transition::Job(phase),
+                transition: &transition,
             })?;
             Some((
                 cloud_event.to_string().into_bytes(),
@@ -121,6 +132,17 @@ fn render(claimed: &ClaimedDelivery) -> Option<(Vec<u8>, &'static str)> {
             ))
         }
     }
+}
+
+/// The `'static` name of a job phase event.
+fn kind_static(kind: &str) -> Option<&'static str> {
+    [
+        event_type::JOB_QUEUED,
+        event_type::JOB_STARTED,
+        event_type::JOB_COMPLETED,
+    ]
+    .into_iter()
+    .find(|k| *k == kind)
 }
 
 /// The wait before the next attempt, or `None` when the schedule is used up.

@@ -210,6 +210,14 @@ async fn polling_finds_a_failed_job(backend: Backend) {
     };
     let mut rx = Subscriber::start().await;
     subscribe(&h, &rx.url, &["job:*", "record:*"]).await;
+    let mut cd = Subscriber::start().await;
+    let response = h
+        .post("/webhook")
+        .json(&json!({ "target_url": cd.url, "event_types": ["job:*"], "format": "cdevents" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
     let account = h.link().await;
     // The first sweep is the baseline: the account's history is not news.
     metric_at_least(&h, "cigate_event_polls_total", 2.0).await;
@@ -247,6 +255,24 @@ async fn polling_finds_a_failed_job(backend: Backend) {
     let completed = of_job.last().unwrap();
     assert_eq!(completed["payload"]["workflow"], pipeline.2.to_string());
     assert!(completed["payload"].get("remote_data").is_none());
+    assert!(
+        seen.iter().any(|e| e["event"] == "job:step_started"
+            && e["payload"]["job"]["id"] == job.as_str()
+            && e["payload"]["step"]["id"].is_string()),
+        "{seen:#?}"
+    );
+    // The same changes as CDEvents: steps as taskruns, the job as a pipelinerun.
+    let cloud = cd
+        .until(Duration::from_secs(10), |e| {
+            e["type"] == "dev.cdevents.pipelinerun.finished.0.3.0"
+        })
+        .await;
+    assert!(cloud
+        .iter()
+        .any(|e| e["type"] == "dev.cdevents.taskrun.started.0.3.0"));
+    let finished = cloud.last().unwrap();
+    assert_eq!(finished["specversion"], "1.0");
+    assert_eq!(finished["data"]["subject"]["content"]["outcome"], "failure");
     let record = of_job[0];
     assert_eq!(record["payload"]["resource"], "ci-cd/jobs");
     assert_eq!(record["payload"]["integrated_account_id"], account.as_str());

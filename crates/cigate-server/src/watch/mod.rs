@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cigate_core::events::{transitions, JobRef, JobState, Transition};
+use cigate_core::events::{event_type, transitions, JobRef, JobState, Transition};
 use cigate_core::model::Job;
 use cigate_core::Record;
 use cigate_store::{Account, NewEvent};
@@ -111,8 +111,7 @@ fn event_job(record: &Record) -> Value {
     job
 }
 
-/// The events `transition`s of `job` on `account` mean (step transitions have no
-/// event of their own).
+/// The events `transition`s of `job` on `account` mean.
 fn job_events(account: &Account, job: &Job, body: &Value, changes: &[Transition]) -> Vec<NewEvent> {
     changes
         .iter()
@@ -128,7 +127,17 @@ fn job_events(account: &Account, job: &Job, body: &Value, changes: &[Transition]
                     }),
                 ),
                 Transition::Job(kind) => (*kind, body.clone()),
-                Transition::StepStarted(_) | Transition::StepFinished(_) => return None,
+                Transition::StepStarted(id) | Transition::StepFinished(id) => {
+                    let kind = if matches!(change, Transition::StepStarted(_)) {
+                        event_type::JOB_STEP_STARTED
+                    } else {
+                        event_type::JOB_STEP_COMPLETED
+                    };
+                    let step = body["steps"]
+                        .as_array()
+                        .and_then(|steps| steps.iter().find(|s| s["id"] == id.as_str()))?;
+                    (kind, json!({ "job": body, "step": step }))
+                }
             };
             Some(NewEvent {
                 environment_id: account.environment_id.clone(),
@@ -222,7 +231,6 @@ pub(crate) fn job_query(job: &JobRef) -> cigate_core::ListQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cigate_core::events::event_type;
     use cigate_store::{AccountStatus, AuthMethod};
 
     fn account() -> Account {
