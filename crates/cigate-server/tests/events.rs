@@ -525,3 +525,154 @@ async fn the_event_stream_follows_and_resumes() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+/// What a slow subscriber saw: `(webhook-id, event id, repo/workflow/job)` per arrival.
+type Seen = Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+async fn slow_subscriber(delay: Duration) -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap, body: Bytes| {
+            let log = log.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let webhook_id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let job = &event["payload"];
+                let key = format!(
+                    "{}/{}/{}",
+                    job["repo"].as_str().unwrap_or_default(),
+                    job["workflow"].as_str().unwrap_or_default(),
+                    job["id"].as_str().unwrap_or_default()
+                );
+                log.lock().unwrap().push((
+                    webhook_id,
+                    event["id"].as_str().unwrap_or_default().to_owned(),
+                    key,
+                ));
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), seen)
+}
+
+/// Two instances on one PostgreSQL database, 30 jobs running, a slow subscriber, and
+/// one instance stopped dead mid-delivery (its tasks dropped, its leases left behind):
+/// every job's completion arrives once, and an event sent twice keeps its `webhook-id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_lose_nothing_when_one_dies_mid_delivery() {
+    let sim = SimConfig {
+        seed: "workspaces=1,projects=3,pipelines=10,executions=2,seed=5"
+            .parse()
+            .unwrap(),
+        ..fast_sim()
+    };
+    let Some(h) = Harness::start_configured(Backend::Postgres, sim, |config| {
+        config.event_poll_interval = Duration::from_millis(300);
+        config.webhook_delivery_lease = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let store = cigate_server::store::open(&h.config).await.unwrap();
+    let state = cigate_server::build_state(h.config.clone(), store)
+        .await
+        .unwrap();
+    let mut second = cigate_server::start(state).await.unwrap();
+    let (url, seen) = slow_subscriber(Duration::from_millis(150)).await;
+    subscribe(&h, &url, &["job:completed"]).await;
+    h.link().await;
+    metric_at_least(&h, "cigate_event_polls_total", 2.0).await;
+
+    let sim = h.sim.sim();
+    let ws = sim.workspace_domains()[0].clone();
+    let mut jobs = std::collections::BTreeSet::new();
+    for project in sim.project_names(&ws) {
+        for pipeline in sim.pipeline_ids(&ws, &project) {
+            let id = sim
+                .run(&ws, &project, pipeline, RunRequest::default())
+                .unwrap();
+            jobs.insert(format!("{project}/{pipeline}/{id}"));
+        }
+    }
+    assert_eq!(jobs.len(), 30);
+    // Stop one instance dead once deliveries are under way.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "no deliveries");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.server.abort();
+    // The survivor finds every completion and finishes what the dead one held. (Some
+    // seeded pipelines wait for an approval: those jobs do not complete.)
+    let finished = |sim: &cigate_buddy_sim::Sim| -> std::collections::BTreeSet<String> {
+        jobs.iter()
+            .filter(|job| {
+                let parts: Vec<&str> = job.split('/').collect();
+                let status = sim.execution_status(
+                    &ws,
+                    parts[0],
+                    parts[1].parse().unwrap(),
+                    parts[2].parse().unwrap(),
+                );
+                matches!(
+                    status.as_deref(),
+                    Some("SUCCESSFUL" | "FAILED" | "TERMINATED")
+                )
+            })
+            .cloned()
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = finished(&sim);
+        let delivered: std::collections::BTreeSet<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, job)| job.clone())
+            .collect();
+        if done.len() >= 20 && done.is_subset(&delivered) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} jobs finished, completions arrived for {}",
+            done.len(),
+            delivered.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let arrivals = seen.lock().unwrap().clone();
+    let mut by_event: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut by_job: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for (webhook_id, event, job) in &arrivals {
+        by_event
+            .entry(event.clone())
+            .or_default()
+            .insert(webhook_id.clone());
+        by_job.entry(job.clone()).or_default().insert(event.clone());
+    }
+    assert!(
+        by_job.values().all(|events| events.len() == 1),
+        "one completion event per job: {by_job:#?}"
+    );
+    assert!(
+        by_event.values().all(|ids| ids.len() == 1),
+        "a resent event keeps its webhook-id: {by_event:#?}"
+    );
+    second.shutdown().await.unwrap();
+}

@@ -36,6 +36,8 @@ const JOBS_PER_WORKFLOW: u32 = 20;
 const MAX_SWEEPS_IN_FLIGHT: usize = 32;
 /// Calls a sweep may make when the provider has not said what its budget is.
 const UNKNOWN_BUDGET_CALLS: u64 = 200;
+/// How long a sweep holds an account without renewing its lease.
+const POLL_LEASE: Duration = Duration::from_secs(15);
 /// A provider list read in pages of this many items.
 const PAGE: u32 = 1000;
 
@@ -208,9 +210,10 @@ pub async fn background(state: AppState) {
     }
 }
 
-/// One sweep of one account, under its poll lease.
+/// One sweep of one account, under its poll lease (renewed while the sweep runs, so
+/// an instance that dies mid-sweep holds the account up for one lease at most).
 async fn poll_account(state: &AppState, holder: &str, candidate: &PollCandidate) {
-    let lease = (state.default_timeout() * 4).max(Duration::from_secs(60));
+    let lease = POLL_LEASE;
     match state
         .store
         .try_poll_lease(&candidate.account_id, holder, lease)
@@ -223,7 +226,26 @@ async fn poll_account(state: &AppState, holder: &str, candidate: &PollCandidate)
             return;
         }
     }
-    let outcome = sweep(state, candidate).await;
+    let outcome = {
+        let swept = sweep(state, candidate);
+        tokio::pin!(swept);
+        let mut renew = tokio::time::interval(lease / 3);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                outcome = &mut swept => break outcome,
+                _ = renew.tick() => {
+                    let renewed = state
+                        .store
+                        .try_poll_lease(&candidate.account_id, holder, lease)
+                        .await;
+                    if !matches!(renewed, Ok(true)) {
+                        tracing::warn!(account = %candidate.account_id, "poll lease lost mid-sweep");
+                    }
+                }
+            }
+        }
+    };
     let (label, markers) = match outcome {
         Ok((label, markers)) => (label, markers),
         Err(err) => {
