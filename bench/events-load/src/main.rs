@@ -11,9 +11,14 @@
 //! CPU share and RSS over the measured window and the simulator calls per account per
 //! polling cycle.
 //!
+//! `hooks`: the webhook path end to end: the simulator runs jobs and posts its webhooks
+//! to the gateway, which re-reads each job and delivers its events; prints the events
+//! per second and the latency from detection (the event's commit) to arrival.
+//!
 //! `cargo run --release --manifest-path bench/events-load/Cargo.toml -- outbox
 //! [--events N] [--subscriptions S] [--rate R] [--instances I] [--postgres URL]`
 //! `… -- polling [--accounts A] [--seconds T] [--interval SECS]`
+//! `… -- hooks [--jobs-per-second J] [--seconds T]`
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -331,12 +336,130 @@ async fn polling(flags: HashMap<String, String>) {
     let _ = child.kill();
 }
 
+/// The webhook path end to end: the simulator posts its execution webhooks to the
+/// gateway (registered by the gateway itself), which reads each job again and records
+/// its events; `--jobs-per-second J` jobs are started for `--seconds T`.
+async fn hooks(flags: HashMap<String, String>) {
+    let jobs_per_second: f64 = flag(&flags, "jobs-per-second", 12.0);
+    let seconds: f64 = flag(&flags, "seconds", 20.0);
+    let sim = cigate_buddy_sim::start(SimConfig {
+        seed: "workspaces=1,projects=10,pipelines=10,executions=2,seed=3"
+            .parse()
+            .unwrap(),
+        rate_limit: "1000000000/3600".parse().unwrap(),
+        queue_seconds: 0,
+        action_seconds: 1,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let s = sim.sim();
+    let token = s.issue_token(TokenSpec::all_scopes());
+    // The public URL must be known before the gateway binds: take a free port first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&flags, dir.path());
+    config.listen = ([127, 0, 0, 1], port).into();
+    config.public_url = Some(format!("http://127.0.0.1:{port}"));
+    config.event_poll_interval = Duration::from_secs(3600);
+    let store = cigate_server::store::open(&config).await.unwrap();
+    let env = store.ensure_environment("default").await.unwrap();
+    let (_, api_token) = store.create_api_token(&env.id, Some("bench")).await.unwrap();
+    let state = cigate_server::build_state(config, store).await.unwrap();
+    let server = cigate_server::start(state).await.unwrap();
+    let rx = receiver().await;
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/webhook", server.base_url()))
+        .bearer_auth(api_token.expose())
+        .json(&json!({ "target_url": rx.url, "event_types": ["job:*", "record:*"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let linked = client
+        .post(format!("{}/integrated-account", server.base_url()))
+        .bearer_auth(api_token.expose())
+        .json(&json!({"tenant_id": "bench", "integration": "buddy",
+            "context": {"api_key": token, "base_url": sim.base_url()}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(linked.status(), 201);
+    let ws = s.workspace_domains()[0].clone();
+    let metrics_url = format!("{}/metrics", server.base_url());
+    loop {
+        let hooks: Value = client
+            .get(format!("{}/workspaces/{ws}/webhooks", sim.base_url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let text = client.get(&metrics_url).send().await.unwrap().text().await.unwrap();
+        let baseline_done = text.lines().any(|l| l.starts_with("cigate_event_polls_total"));
+        if hooks["webhooks"].as_array().is_some_and(|h| !h.is_empty()) && baseline_done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pipelines: Vec<(String, u64)> = s
+        .project_names(&ws)
+        .into_iter()
+        .flat_map(|p| {
+            s.pipeline_ids(&ws, &p)
+                .into_iter()
+                .map(move |id| (p.clone(), id))
+        })
+        .collect();
+    let started = Instant::now();
+    let total = (jobs_per_second * seconds) as usize;
+    for i in 0..total {
+        tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / jobs_per_second)).into())
+            .await;
+        let (project, pipeline) = &pipelines[i % pipelines.len()];
+        s.run(&ws, project, *pipeline, cigate_buddy_sim::RunRequest::default())
+            .unwrap();
+    }
+    // Let the last jobs finish and their events arrive.
+    let mut last = rx.count.load(Ordering::SeqCst);
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = rx.count.load(Ordering::SeqCst);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let mut l = rx.latencies_ms.lock().unwrap().clone();
+    l.sort_by(|a, b| a.total_cmp(b));
+    println!("hooks jobs={total} over {seconds}s ({jobs_per_second}/s)");
+    println!(
+        "  {} events delivered, {:.0} events/s while jobs ran",
+        l.len(),
+        l.len() as f64 / seconds
+    );
+    println!(
+        "  detection-to-delivery latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(&l, 0.5),
+        pct(&l, 0.99),
+        l.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let (mode, flags) = flags();
     match mode.as_str() {
         "outbox" => outbox(flags).await,
         "polling" => polling(flags).await,
+        "hooks" => hooks(flags).await,
         "serve-sim" => serve_sim().await,
         other => panic!("unknown mode {other}: outbox or polling"),
     }

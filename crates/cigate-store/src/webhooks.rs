@@ -974,13 +974,14 @@ impl Store {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let at = now();
         let until = ttl_from(at, ttl)?;
-        let due = "SELECT d.id FROM webhook_deliveries d \
-             JOIN webhooks w ON w.id = d.webhook_id AND w.is_active \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+        // Each active subscription's oldest pending delivery (one index probe per
+        // subscription, whatever the backlog), when it is due and nobody holds it.
+        let due = "SELECT d.id FROM webhooks w \
+             JOIN webhook_deliveries d ON d.id = (SELECT o.id FROM webhook_deliveries o \
+             WHERE o.webhook_id = w.id AND o.status = 'pending' \
+             ORDER BY o.created_at, o.id LIMIT 1) \
+             WHERE w.is_active AND d.next_attempt_at <= $1 \
              AND (d.lease_until IS NULL OR d.lease_until <= $1) \
-             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries o WHERE o.webhook_id = d.webhook_id \
-             AND o.status = 'pending' AND (o.created_at < d.created_at \
-             OR (o.created_at = d.created_at AND o.id < d.id))) \
              ORDER BY d.next_attempt_at LIMIT $2";
         let lease = "UPDATE webhook_deliveries SET lease_holder = $3, lease_until = $4";
         let limit = i64::from(limit.clamp(1, MAX_PAGE));

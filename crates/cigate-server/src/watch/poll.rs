@@ -38,8 +38,10 @@ const MAX_SWEEPS_IN_FLIGHT: usize = 32;
 const UNKNOWN_BUDGET_CALLS: u64 = 200;
 /// How long a sweep holds an account without renewing its lease.
 const POLL_LEASE: Duration = Duration::from_secs(15);
-/// A provider list read in pages of this many items.
-const PAGE: u32 = 1000;
+/// A provider list read in pages of this many items: small enough that each page is
+/// one upstream call (Buddy's largest page is 50), so an idle sweep costs one call per
+/// repository with up to 50 workflows.
+const PAGE: u32 = 50;
 
 /// What a sweep remembers of an account between sweeps (the event source's markers).
 #[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
