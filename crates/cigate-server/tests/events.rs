@@ -676,3 +676,47 @@ async fn two_instances_lose_nothing_when_one_dies_mid_delivery() {
     );
     second.shutdown().await.unwrap();
 }
+
+/// A registered Buddy webhook whose deliveries never reach cigate: the safety-net poll
+/// still finds the job, and the account goes back to polling at the normal interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_buddy_webhook_is_caught_by_polling() {
+    // A front door that never forwards: Buddy's deliveries go nowhere.
+    let door = FrontDoor::start().await;
+    let public = door.url.clone();
+    let Some(h) = Harness::start_configured(Backend::Sqlite, fast_sim(), |config| {
+        config.public_url = Some(public);
+        config.event_poll_interval = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let mut rx = Subscriber::start().await;
+    subscribe(&h, &rx.url, &["job:completed"]).await;
+    let account = h.link().await;
+    let pipeline = first_pipeline(&h);
+    let prefix = format!("{}/integrated-account-webhook/{account}/", door.url);
+    eventually_hooks(&h, &pipeline.0, &prefix, 1).await;
+    let store = &h.server.state.store;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store
+        .event_source(&account)
+        .await
+        .unwrap()
+        .is_none_or(|s| s.polled_at.is_none() || s.hooks.as_array().is_none_or(Vec::is_empty))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no baseline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job = failing_run(&h, &pipeline);
+    rx.until(Duration::from_secs(15), completed_failed(&job))
+        .await;
+    let source = store.event_source(&account).await.unwrap().unwrap();
+    assert!(
+        source.hooks_error.as_deref().is_some_and(|e| e.contains("silent")),
+        "{:?}",
+        source.hooks_error
+    );
+    assert!(source.hook_seen_at.is_none());
+}

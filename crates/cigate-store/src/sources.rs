@@ -280,8 +280,8 @@ impl Store {
 
     /// Active accounts whose last poll ended before `polled_before` (or never ran) and
     /// that no poller holds, least recently polled first. Accounts with a registered
-    /// provider webhook count as due only when their last poll ended before
-    /// `hooked_polled_before` (the poll is then a safety net).
+    /// provider webhook that works (no `hooks_error`) count as due only when their last
+    /// poll ended before `hooked_polled_before` (the poll is then a safety net).
     pub async fn poll_candidates(
         &self,
         polled_before: DateTime<Utc>,
@@ -295,7 +295,8 @@ impl Store {
                  WHERE a.status = 'active' \
                  AND (s.poll_until IS NULL OR s.poll_until <= $1) \
                  AND (s.polled_at IS NULL \
-                      OR (s.hooks = '[]' AND s.polled_at <= $2) OR s.polled_at <= $3) \
+                      OR ((s.hooks = '[]' OR s.hooks_error IS NOT NULL) AND s.polled_at <= $2) \
+                      OR s.polled_at <= $3) \
                  ORDER BY s.polled_at IS NOT NULL, s.polled_at, a.id LIMIT $4",
             )
             .bind(now())

@@ -257,11 +257,41 @@ fn same_secret(expected: &str, given: &str) -> bool {
     bool::from(a.ct_eq(&b))
 }
 
-/// Every place a shared secret can travel: the provider's body fields, any header
-/// value (with or without a `Bearer ` or `token ` prefix) and any query value.
-fn carries_secret(secret: &str, hint: &HookHint, headers: &HeaderMap, query: Option<&str>) -> bool {
+/// Every place and form a shared secret can take: the provider's body fields, any
+/// header value (with or without a `Bearer `/`token ` prefix) and any query value, in
+/// clear; or, should a provider sign instead of echoing, any header carrying the
+/// HMAC-SHA256 of the body under the secret (hex or base64, with or without `sha256=`).
+fn carries_secret(
+    secret: &str,
+    hint: &HookHint,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> bool {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let signature = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .map(|mut mac| {
+            mac.update(body);
+            mac.finalize().into_bytes()
+        })
+        .ok();
+    let signed = signature.map(|sig| {
+        (
+            hex::encode(sig),
+            base64::engine::general_purpose::STANDARD.encode(sig),
+        )
+    });
     let mut found = false;
-    let mut check = |given: &str| found |= same_secret(secret, given.trim());
+    let mut check = |given: &str| {
+        let given = given.trim();
+        found |= same_secret(secret, given);
+        if let Some((hex_form, base64_form)) = &signed {
+            let bare = given.strip_prefix("sha256=").unwrap_or(given);
+            found |= same_secret(hex_form, &bare.to_ascii_lowercase());
+            found |= same_secret(base64_form, bare);
+        }
+    };
     for given in &hint.secrets {
         check(given);
     }
@@ -378,34 +408,53 @@ mod tests {
     fn a_secret_is_found_wherever_it_travels() {
         let none = HookHint::default();
         let mut headers = HeaderMap::new();
-        assert!(!carries_secret("s3cret", &none, &headers, None));
+        assert!(!carries_secret("s3cret", &none, &headers, None, b""));
         let in_body = HookHint {
             secrets: vec!["s3cret".into()],
             job: None,
         };
-        assert!(carries_secret("s3cret", &in_body, &headers, None));
+        assert!(carries_secret("s3cret", &in_body, &headers, None, b""));
         assert!(carries_secret(
             "s3cret",
             &none,
             &headers,
-            Some("secret=s3cret")
+            Some("secret=s3cret"),
+            b""
         ));
         assert!(!carries_secret(
             "s3cret",
             &none,
             &headers,
-            Some("secret=s3cre")
+            Some("secret=s3cre"),
+            b""
         ));
         headers.insert("x-buddy-webhook-secret", HeaderValue::from_static("s3cret"));
-        assert!(carries_secret("s3cret", &none, &headers, None));
+        assert!(carries_secret("s3cret", &none, &headers, None, b""));
         let mut bearer = HeaderMap::new();
         bearer.insert("authorization", HeaderValue::from_static("Bearer s3cret"));
-        assert!(carries_secret("s3cret", &none, &bearer, None));
+        assert!(carries_secret("s3cret", &none, &bearer, None, b""));
         let mut wrong = HeaderMap::new();
         wrong.insert(
             "x-buddy-webhook-secret",
             HeaderValue::from_static("s3cret2"),
         );
-        assert!(!carries_secret("s3cret", &none, &wrong, None));
+        assert!(!carries_secret("s3cret", &none, &wrong, None, b""));
+    }
+
+    #[test]
+    fn a_signature_of_the_body_under_the_secret_counts_too() {
+        use hmac::{Hmac, Mac};
+        let none = HookHint::default();
+        let body = br#"{"execution":{"id":1}}"#;
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(body);
+        let sig = hex::encode(mac.finalize().into_bytes());
+        for value in [sig.clone(), format!("sha256={sig}"), sig.to_uppercase()] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-signature", HeaderValue::from_str(&value).unwrap());
+            assert!(carries_secret("s3cret", &none, &headers, None, body), "{value}");
+            assert!(!carries_secret("other", &none, &headers, None, body), "{value}");
+            assert!(!carries_secret("s3cret", &none, &headers, None, b"{}"), "{value}");
+        }
     }
 }

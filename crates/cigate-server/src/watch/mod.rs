@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use cigate_core::events::{event_type, transitions, JobRef, JobState, Transition};
 use cigate_core::model::Job;
 use cigate_core::Record;
-use cigate_store::{Account, NewEvent};
+use cigate_store::{Account, Event, NewEvent};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -155,7 +155,7 @@ fn job_events(account: &Account, job: &Job, body: &Value, changes: &[Transition]
 
 /// Runs a job as read from the provider at `read_at` through the change detector.
 /// `baseline`: remember its state without events (an account's first poll, so linking
-/// does not replay its history). Returns the number of events recorded.
+/// does not replay its history). Returns the events recorded.
 pub async fn observe(
     state: &AppState,
     account: &Account,
@@ -163,12 +163,12 @@ pub async fn observe(
     read_at: DateTime<Utc>,
     record: &Record,
     baseline: bool,
-) -> ApiResult<usize> {
+) -> ApiResult<Vec<Event>> {
     let Ok(job) = serde_json::from_value::<Job>(record.unified.clone()) else {
-        return Ok(0);
+        return Ok(Vec::new());
     };
     let Some(job_ref) = JobRef::of(&job) else {
-        return Ok(0);
+        return Ok(Vec::new());
     };
     let current = JobState::of(&job);
     let body = event_job(record);
@@ -182,7 +182,7 @@ pub async fn observe(
         })
         .await?;
     recorded(state, source.label(), events.len(), queued);
-    Ok(events.len())
+    Ok(events)
 }
 
 /// Keeps the event log within its retention and the outbox gauges current; runs until

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use cigate_core::events::event_type;
 use cigate_core::model::{job_status, Repo, Workflow, Workspace};
 use cigate_core::{ListPage, ListQuery, Provider, RateLimit, Record, Resource};
 use cigate_store::{AccountStatus, PollCandidate};
@@ -362,6 +363,9 @@ async fn sweep(
         }
     }
     let mut changed = 0;
+    // A completion the poll found first: the provider webhook, which would have
+    // reported it at once, is not delivering.
+    let mut missed_by_hook = false;
     let mut unfinished = false;
     for (ws, repo) in next.repos.clone() {
         let query = ListQuery {
@@ -422,7 +426,11 @@ async fn sweep(
             for job in &page.items {
                 let status = job.unified.get("status").and_then(Value::as_str);
                 job_running |= is_running(status);
-                changed += observe(state, &account, Source::Poll, read_at, job, baseline).await?;
+                let found = observe(state, &account, Source::Poll, read_at, job, baseline).await?;
+                missed_by_hook |= found
+                    .iter()
+                    .any(|e| e.event_type == event_type::JOB_COMPLETED);
+                changed += found.len();
             }
             if job_running {
                 next.running.push(key.clone());
@@ -439,6 +447,18 @@ async fn sweep(
             .collect();
         next.workflows
             .retain(|key, _| listed.iter().any(|prefix| key.starts_with(prefix.as_str())));
+    }
+    let hooked = source.hooks.as_array().is_some_and(|h| !h.is_empty());
+    if hooked && missed_by_hook && source.hooks_error.is_none() {
+        tracing::info!(account = %account.id, "the provider webhook missed a completion; polling at the normal interval until it is repaired");
+        state
+            .store
+            .record_hooks(
+                &account.id,
+                &source.hooks,
+                Some("the provider webhook stayed silent: a poll found a completion first"),
+            )
+            .await?;
     }
     next.rate = budget.rate;
     next.window_spent = budget.spent_in_window();
