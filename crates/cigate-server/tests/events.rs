@@ -712,9 +712,24 @@ async fn a_silent_buddy_webhook_is_caught_by_polling() {
     let job = failing_run(&h, &pipeline);
     rx.until(Duration::from_secs(15), completed_failed(&job))
         .await;
-    let source = store.event_source(&account).await.unwrap().unwrap();
+    // The sweep that found it records the silence when it ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let source = loop {
+        let source = store.event_source(&account).await.unwrap().unwrap();
+        if source.hooks_error.is_some() {
+            break source;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silence went unnoticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
-        source.hooks_error.as_deref().is_some_and(|e| e.contains("silent")),
+        source
+            .hooks_error
+            .as_deref()
+            .is_some_and(|e| e.contains("silent")),
         "{:?}",
         source.hooks_error
     );

@@ -209,10 +209,17 @@ both_backends!(event_sources_keep_their_secret_and_poll_lease, |ctx| {
     assert_eq!(store.poll_candidates(now, now, 10).await.unwrap().len(), 1);
     // A webhook found silent goes back to the fast schedule, and keeps what it knows.
     store
-        .record_hooks(&account, &json!([{ "workspace": "ws", "id": 1 }]), Some("silent"))
+        .record_hooks(
+            &account,
+            &json!([{ "workspace": "ws", "id": 1 }]),
+            Some("silent"),
+        )
         .await
         .unwrap();
-    assert_eq!(store.poll_candidates(now, earlier, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.poll_candidates(now, earlier, 10).await.unwrap().len(),
+        1
+    );
     store
         .record_hooks(&account, &json!([{ "workspace": "ws", "id": 1 }]), None)
         .await

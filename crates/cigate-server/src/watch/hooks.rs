@@ -344,6 +344,7 @@ async fn receive(
         &hint,
         &headers,
         query.as_deref(),
+        &body,
     ) {
         return Err(ApiError::Unauthorized);
     }
@@ -452,9 +453,18 @@ mod tests {
         for value in [sig.clone(), format!("sha256={sig}"), sig.to_uppercase()] {
             let mut headers = HeaderMap::new();
             headers.insert("x-signature", HeaderValue::from_str(&value).unwrap());
-            assert!(carries_secret("s3cret", &none, &headers, None, body), "{value}");
-            assert!(!carries_secret("other", &none, &headers, None, body), "{value}");
-            assert!(!carries_secret("s3cret", &none, &headers, None, b"{}"), "{value}");
+            assert!(
+                carries_secret("s3cret", &none, &headers, None, body),
+                "{value}"
+            );
+            assert!(
+                !carries_secret("other", &none, &headers, None, body),
+                "{value}"
+            );
+            assert!(
+                !carries_secret("s3cret", &none, &headers, None, b"{}"),
+                "{value}"
+            );
         }
     }
 }
