@@ -137,7 +137,8 @@ pub struct ServerConfig {
 
     /// How often each account is polled for job changes when no provider webhook can
     /// reach this server (no `CIGATE_PUBLIC_URL`, no webhook scope). Accounts with a
-    /// registered webhook are polled ten times less often, as a safety net.
+    /// registered webhook are polled ten times less often, as a safety net. `0` turns
+    /// polling off (job events then come from provider webhooks alone).
     #[arg(long, env = "CIGATE_EVENT_POLL_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub event_poll_interval: Duration,
 

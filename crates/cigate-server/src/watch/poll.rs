@@ -149,10 +149,14 @@ impl Budget {
     }
 }
 
-/// The poller loop; runs until the server stops it.
+/// The poller loop; runs until the server stops it (at once when the interval is 0).
 pub async fn background(state: AppState) {
     let holder = format!("poll-{}", uuid::Uuid::new_v4());
     let interval = state.config.event_poll_interval;
+    if interval.is_zero() {
+        // Polling is off: job events come from provider webhooks alone.
+        return;
+    }
     let tick = (interval / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut running = JoinSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();

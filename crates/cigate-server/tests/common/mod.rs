@@ -77,6 +77,9 @@ impl Harness {
             }
         };
         config.allow_private_upstreams = true;
+        // Polling calls Buddy on its own; tests that count calls must not see it, and
+        // those about events turn it on.
+        config.event_poll_interval = std::time::Duration::ZERO;
         configure(&mut config);
         let sim = cigate_buddy_sim::start(sim_config)
             .await
