@@ -735,3 +735,28 @@ async fn a_silent_buddy_webhook_is_caught_by_polling() {
     );
     assert!(source.hook_seen_at.is_none());
 }
+
+/// A first sweep that fails is no baseline: the sweep after it is, so the account's
+/// history is still not replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_sweep_replays_no_history() {
+    let Some(h) = Harness::start_configured(Backend::Sqlite, fast_sim(), |config| {
+        config.event_poll_interval = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let mut rx = Subscriber::start().await;
+    subscribe(&h, &rx.url, &["job:*", "record:*"]).await;
+    // Buddy refuses the first executions reads (a 403 is not retried).
+    h.sim.sim().inject(cigate_buddy_sim::FaultSpec {
+        path: Some("/executions".into()),
+        ..cigate_buddy_sim::FaultSpec::new(cigate_buddy_sim::FaultKind::Status { status: 403 }, 2)
+    });
+    h.link().await;
+    metric_at_least(&h, "cigate_event_polls_total{outcome=\"failed\"}", 1.0).await;
+    metric_at_least(&h, "cigate_event_polls_total{outcome=\"idle\"}", 3.0).await;
+    let replayed = rx.drain(Duration::from_millis(300)).await;
+    assert!(replayed.is_empty(), "history replayed: {replayed:#?}");
+}

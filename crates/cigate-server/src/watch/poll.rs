@@ -333,9 +333,10 @@ async fn sweep(
         return Ok(("skipped", None));
     }
     let source = state.store.ensure_event_source(&account.id).await?;
-    // Never swept: what is there now is the baseline, not news.
-    let baseline = source.polled_at.is_none();
     let old: Markers = serde_json::from_value(source.markers).unwrap_or_default();
+    // No sweep has finished yet (a failed or cut-short one does not count): what is
+    // there now is the baseline, not news.
+    let baseline = old.cycle == 0;
     let mut budget = Budget::new(
         state.config.event_poll_budget_share,
         old.rate,
@@ -451,6 +452,10 @@ async fn sweep(
             .collect();
         next.workflows
             .retain(|key, _| listed.iter().any(|prefix| key.starts_with(prefix.as_str())));
+    }
+    if baseline && unfinished {
+        // The rest of the baseline comes with the next sweep.
+        next.cycle = 0;
     }
     let hooked = source.hooks.as_array().is_some_and(|h| !h.is_empty());
     if hooked && missed_by_hook && source.hooks_error.is_none() {
