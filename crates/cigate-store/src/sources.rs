@@ -88,6 +88,15 @@ fn random_text() -> String {
     text
 }
 
+fn candidates(rows: Vec<(String, String)>) -> Vec<PollCandidate> {
+    rows.into_iter()
+        .map(|(account_id, environment_id)| PollCandidate {
+            account_id,
+            environment_id,
+        })
+        .collect()
+}
+
 fn json_text(value: &Value) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::InvalidInput(e.to_string()))
 }
@@ -306,13 +315,7 @@ impl Store {
             .fetch_all(p)
             .await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(account_id, environment_id)| PollCandidate {
-                account_id,
-                environment_id,
-            })
-            .collect())
+        Ok(candidates(rows))
     }
 
     /// Active accounts whose provider webhook was last registered before `before` (or
@@ -336,13 +339,7 @@ impl Store {
             .fetch_all(p)
             .await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(account_id, environment_id)| PollCandidate {
-                account_id,
-                environment_id,
-            })
-            .collect())
+        Ok(candidates(rows))
     }
 
     /// Takes the account's poll lease for `ttl` when it is free, expired or already
