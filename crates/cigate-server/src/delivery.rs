@@ -96,13 +96,9 @@ fn render(claimed: &ClaimedDelivery) -> Option<(Vec<u8>, &'static str)> {
         }
         WebhookFormat::Cdevents => {
             let (transition, job_value) = match event.event_type.as_str() {
-                kind @ (event_type::JOB_QUEUED
-                | event_type::JOB_STARTED
-                | event_type::JOB_COMPLETED) => (
-                    Transition::Job(kind_static(kind)?),
-                    // A job event's payload is the Job (or carries it as `record`).
-                    event.payload.get("record").unwrap_or(&event.payload),
-                ),
+                event_type::JOB_QUEUED => job_phase(event, event_type::JOB_QUEUED),
+                event_type::JOB_STARTED => job_phase(event, event_type::JOB_STARTED),
+                event_type::JOB_COMPLETED => job_phase(event, event_type::JOB_COMPLETED),
                 event_type::JOB_STEP_STARTED | event_type::JOB_STEP_COMPLETED => {
                     let step = event.payload["step"]["id"].as_str()?.to_owned();
                     let transition = if event.event_type == event_type::JOB_STEP_STARTED {
@@ -134,15 +130,12 @@ fn render(claimed: &ClaimedDelivery) -> Option<(Vec<u8>, &'static str)> {
     }
 }
 
-/// The `'static` name of a job phase event.
-fn kind_static(kind: &str) -> Option<&'static str> {
-    [
-        event_type::JOB_QUEUED,
-        event_type::JOB_STARTED,
-        event_type::JOB_COMPLETED,
-    ]
-    .into_iter()
-    .find(|k| *k == kind)
+/// A job phase event's transition and its Job (the payload, or its `record`).
+fn job_phase<'a>(event: &'a Event, phase: &'static str) -> (Transition, &'a Value) {
+    (
+        Transition::Job(phase),
+        event.payload.get("record").unwrap_or(&event.payload),
+    )
 }
 
 /// The wait before the next attempt, or `None` when the schedule is used up.

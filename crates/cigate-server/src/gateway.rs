@@ -318,6 +318,16 @@ async fn link(state: &AppState, caller: &Caller, account_id: &str) -> ApiResult<
     Ok(linked)
 }
 
+/// How the account's integration reads one of its webhook deliveries, before any call
+/// is made (the delivery's secret must be checked first); `None` for an integration
+/// that sends none.
+pub fn hook_hint(account: &Account, body: &Value) -> Option<cigate_core::events::HookHint> {
+    match account.integration.as_str() {
+        "buddy" => Some(cigate_buddy::provider::hooks::hint(body)),
+        _ => None,
+    }
+}
+
 async fn build_client(state: &AppState, account: &Account) -> ApiResult<AccountClient> {
     if account.integration != "buddy" {
         return Err(ApiError::Validation(format!(

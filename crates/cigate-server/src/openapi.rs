@@ -45,7 +45,7 @@ use crate::state::AppState;
         link::create_link_token, link::put_integration, link::get_integration,
         webhooks::create, webhooks::list, webhooks::fetch, webhooks::update, webhooks::remove,
         webhooks::rotate_secret, webhooks::test, webhooks::deliveries, webhooks::redeliver, webhooks::events,
-        crate::routes::event_stream::stream,
+        crate::routes::event_stream::stream, crate::watch::hooks::receive,
         admin::list_environments, admin::get_environment,
         admin::create_api_token, admin::list_api_tokens, admin::delete_api_token,
         admin::healthz, admin::readyz,

@@ -343,32 +343,43 @@ impl Store {
     }
 
     /// Takes the account's poll lease for `ttl` when it is free, expired or already
-    /// `holder`'s: several instances never poll one account at once. The account's
-    /// event source is made first if it has none.
+    /// `holder`'s (which renews it): several instances never poll one account at once.
+    /// Returns the event source as the lease found it (markers as the last poll left
+    /// them), or `None` when another holder has it. The account's event source is made
+    /// first if it has none.
     pub async fn try_poll_lease(
         &self,
         account_id: &str,
         holder: &str,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.ensure_event_source(account_id).await?;
-        let at = now();
-        let until = ttl_from(at, ttl)?;
-        let n = on_pool!(self.pool(), p => {
-            sqlx::query(
-                "UPDATE event_sources SET poll_holder = $2, poll_until = $3 \
-                 WHERE account_id = $1 \
-                 AND (poll_until IS NULL OR poll_until <= $4 OR poll_holder = $2)",
-            )
-            .bind(account_id)
-            .bind(holder)
-            .bind(until)
-            .bind(at)
-            .execute(p)
-            .await?
-            .rows_affected()
-        });
-        Ok(n > 0)
+    ) -> Result<Option<EventSource>, StoreError> {
+        let take = format!(
+            "UPDATE event_sources SET poll_holder = $2, poll_until = $3 \
+             WHERE account_id = $1 \
+             AND (poll_until IS NULL OR poll_until <= $4 OR poll_holder = $2) \
+             RETURNING {SOURCE_COLUMNS}"
+        );
+        for made in [false, true] {
+            let at = now();
+            let until = ttl_from(at, ttl)?;
+            let row: Option<SourceRow> = on_pool!(self.pool(), p => {
+                sqlx::query_as(&take)
+                    .bind(account_id)
+                    .bind(holder)
+                    .bind(until)
+                    .bind(at)
+                    .fetch_optional(p)
+                    .await?
+            });
+            if let Some(row) = row {
+                return self.open_source(row).map(Some);
+            }
+            if made || self.event_source(account_id).await?.is_some() {
+                return Ok(None);
+            }
+            self.ensure_event_source(account_id).await?;
+        }
+        Ok(None)
     }
 
     /// Ends `holder`'s poll of the account: keeps the new change markers (when given)

@@ -166,8 +166,16 @@ both_backends!(event_sources_keep_their_secret_and_poll_lease, |ctx| {
     assert_eq!(due[0].account_id, account);
 
     let ttl = Duration::from_secs(60);
-    assert!(store.try_poll_lease(&account, "a", ttl).await.unwrap());
-    assert!(!store.try_poll_lease(&account, "b", ttl).await.unwrap());
+    assert!(store
+        .try_poll_lease(&account, "a", ttl)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .try_poll_lease(&account, "b", ttl)
+        .await
+        .unwrap()
+        .is_none());
     assert!(
         store
             .poll_candidates(now, now, 10)

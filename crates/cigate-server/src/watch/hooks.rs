@@ -78,15 +78,17 @@ fn provider_hooks(
 /// happened on the account's event source. Failing leaves the account to polling,
 /// which is what an account without one gets anyway.
 pub async fn register(state: &AppState, account: &Account) {
-    if public_url(state).is_none() || account.status != AccountStatus::Active {
+    let Some(public) = public_url(state) else {
+        return;
+    };
+    if account.status != AccountStatus::Active {
         return;
     }
-    if let Err(err) = state.store.ensure_event_source(&account.id).await {
-        tracing::warn!(account = %account.id, error = %err, "making an event source failed");
+    let Some(source) = event_source(state, account).await else {
         return;
-    }
+    };
     match state.store.claim_hooks(&account.id, CLAIM_WINDOW).await {
-        Ok(true) => ensure(state, account).await,
+        Ok(true) => ensure_with(state, account, public, &source).await,
         Ok(false) => {}
         Err(err) => {
             tracing::warn!(account = %account.id, error = %err, "claiming the webhook registration failed");
@@ -100,14 +102,23 @@ pub async fn ensure(state: &AppState, account: &Account) {
     let Some(public) = public_url(state) else {
         return;
     };
-    let source = match state.store.ensure_event_source(&account.id).await {
-        Ok(source) => source,
+    if let Some(source) = event_source(state, account).await {
+        ensure_with(state, account, public, &source).await;
+    }
+}
+
+async fn event_source(state: &AppState, account: &Account) -> Option<EventSource> {
+    match state.store.ensure_event_source(&account.id).await {
+        Ok(source) => Some(source),
         Err(err) => {
             tracing::warn!(account = %account.id, error = %err, "making an event source failed");
-            return;
+            None
         }
-    };
-    let target = target_url(public, &source);
+    }
+}
+
+async fn ensure_with(state: &AppState, account: &Account, public: &str, source: &EventSource) {
+    let target = target_url(public, source);
     let outcome = match Gateway::open(
         state,
         &caller_for(account),
@@ -311,8 +322,18 @@ fn carries_secret(
     found
 }
 
-/// `POST /integrated-account-webhook/{account_id}/{token}`: a provider's webhook.
-async fn receive(
+#[utoipa::path(post, path = "/integrated-account-webhook/{account_id}/{token}", tag = crate::openapi::TAG_EVENTS,
+    summary = "Receive a provider webhook (Buddy posts here)",
+    description = "Where the Buddy webhook cigate registers for an account posts its execution events; no API token, the path token and the shared secret prove the sender. The payload is a hint only: the job it names is read again from Buddy before any event is emitted.",
+    params(("account_id" = String, Path, description = "the account's id"), ("token" = String, Path, description = "the account's random path token")),
+    request_body(content = Object, description = "Buddy's webhook payload"),
+    responses(
+        (status = 200, description = "`{ received: true }`", example = json!({"received": true})),
+        (status = 400, description = "a body that is not JSON"),
+        (status = 401, description = "the shared secret is missing or wrong"),
+        (status = 404, description = "no such account, or a wrong path token"),
+    ))]
+pub async fn receive(
     State(state): State<AppState>,
     Path((account_id, token)): Path<(String, String)>,
     RawQuery(query): RawQuery,
@@ -335,10 +356,7 @@ async fn receive(
         .ok_or_else(unknown)?;
     let parsed: Value = serde_json::from_slice(&body)
         .map_err(|err| ApiError::InvalidBody(format!("the webhook body is not JSON: {err}")))?;
-    let hint = match provider_for_hint(&account) {
-        Some(hint_of) => hint_of(&parsed),
-        None => HookHint::default(),
-    };
+    let hint = crate::gateway::hook_hint(&account, &parsed).unwrap_or_default();
     if !carries_secret(
         source.hook_secret.expose(),
         &hint,
@@ -356,19 +374,11 @@ async fn receive(
     Ok((StatusCode::OK, Json(json!({ "received": true }))))
 }
 
-/// How the account's provider reads a delivery (before any call is made).
-fn provider_for_hint(account: &Account) -> Option<fn(&Value) -> HookHint> {
-    match account.integration.as_str() {
-        "buddy" => Some(cigate_buddy::provider::hooks::hint),
-        _ => None,
-    }
-}
-
 /// Reads the job a delivery named and runs it through the detector; a delivery that
 /// named none precisely makes the account be polled now.
 async fn follow(state: &AppState, account: &Account, job: Option<JobRef>) {
     let Some(job) = job else {
-        state.watch.poll_soon(&account.id);
+        state.watch.poll_soon(account);
         return;
     };
     let read = async {
@@ -395,7 +405,7 @@ async fn follow(state: &AppState, account: &Account, job: Option<JobRef>) {
         Err(ApiError::NotFound(_) | ApiError::Remote { status: 404, .. }) => {}
         Err(err) => {
             tracing::info!(account = %account.id, error = %err, "reading a hinted job failed; polling instead");
-            state.watch.poll_soon(&account.id);
+            state.watch.poll_soon(account);
         }
     }
 }

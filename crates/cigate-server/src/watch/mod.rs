@@ -12,7 +12,7 @@
 pub mod hooks;
 pub mod poll;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use cigate_core::events::{event_type, transitions, JobRef, JobState, Transition};
 use cigate_core::model::Job;
 use cigate_core::Record;
-use cigate_store::{Account, Event, NewEvent};
+use cigate_store::{Account, Event, NewEvent, PollCandidate};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -53,8 +53,8 @@ impl Source {
 /// Per-process signals between the sources, the detector and the event stream.
 #[derive(Default)]
 pub struct Hub {
-    /// Accounts to poll at once (a webhook that named no job precisely).
-    poll_now: Mutex<HashSet<String>>,
+    /// Accounts to poll at once (a webhook that named no job precisely), by id.
+    poll_now: Mutex<HashMap<String, PollCandidate>>,
     pub(crate) poll_wake: Notify,
     /// Wakes `/events/stream` readers when this instance recorded events.
     pub recorded: Notify,
@@ -62,17 +62,23 @@ pub struct Hub {
 
 impl Hub {
     /// Asks this instance's poller to poll the account now.
-    pub fn poll_soon(&self, account_id: &str) {
+    pub fn poll_soon(&self, account: &Account) {
         self.poll_now
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(account_id.to_owned());
+            .insert(
+                account.id.clone(),
+                PollCandidate {
+                    account_id: account.id.clone(),
+                    environment_id: account.environment_id.clone(),
+                },
+            );
         self.poll_wake.notify_one();
     }
 
-    fn take_poll_now(&self) -> Vec<String> {
-        let mut set = self.poll_now.lock().unwrap_or_else(|p| p.into_inner());
-        set.drain().collect()
+    fn take_poll_now(&self) -> Vec<PollCandidate> {
+        let mut due = self.poll_now.lock().unwrap_or_else(|p| p.into_inner());
+        due.drain().map(|(_, candidate)| candidate).collect()
     }
 }
 

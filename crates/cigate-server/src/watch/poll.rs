@@ -18,7 +18,7 @@ use chrono::Utc;
 use cigate_core::events::event_type;
 use cigate_core::model::{job_status, Repo, Workflow, Workspace};
 use cigate_core::{ListPage, ListQuery, Provider, RateLimit, Record, Resource};
-use cigate_store::{AccountStatus, PollCandidate};
+use cigate_store::{AccountStatus, EventSource, PollCandidate};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
@@ -166,17 +166,7 @@ pub async fn background(state: AppState) {
                 in_flight.remove(&id);
             }
         }
-        let mut due: Vec<PollCandidate> = Vec::new();
-        for id in state.watch.take_poll_now() {
-            match state.store.account_by_id(&id).await {
-                Ok(Some(account)) => due.push(PollCandidate {
-                    account_id: account.id,
-                    environment_id: account.environment_id,
-                }),
-                Ok(None) => {}
-                Err(err) => tracing::warn!(error = %err, "loading an account to poll failed"),
-            }
-        }
+        let mut due = state.watch.take_poll_now();
         let room = MAX_SWEEPS_IN_FLIGHT.saturating_sub(in_flight.len() + due.len());
         if room > 0 {
             let now = Utc::now();
@@ -221,20 +211,20 @@ pub async fn background(state: AppState) {
 /// an instance that dies mid-sweep holds the account up for one lease at most).
 async fn poll_account(state: &AppState, holder: &str, candidate: &PollCandidate) {
     let lease = POLL_LEASE;
-    match state
+    let source = match state
         .store
         .try_poll_lease(&candidate.account_id, holder, lease)
         .await
     {
-        Ok(true) => {}
-        Ok(false) => return,
+        Ok(Some(source)) => source,
+        Ok(None) => return,
         Err(err) => {
             tracing::warn!(account = %candidate.account_id, error = %err, "taking a poll lease failed");
             return;
         }
-    }
+    };
     let outcome = {
-        let swept = sweep(state, candidate);
+        let swept = sweep(state, candidate, source);
         tokio::pin!(swept);
         let mut renew = tokio::time::interval(lease / 3);
         renew.tick().await;
@@ -246,7 +236,7 @@ async fn poll_account(state: &AppState, holder: &str, candidate: &PollCandidate)
                         .store
                         .try_poll_lease(&candidate.account_id, holder, lease)
                         .await;
-                    if !matches!(renewed, Ok(true)) {
+                    if !matches!(renewed, Ok(Some(_))) {
                         tracing::warn!(account = %candidate.account_id, "poll lease lost mid-sweep");
                     }
                 }
@@ -321,6 +311,7 @@ fn is_running(status: Option<&str>) -> bool {
 async fn sweep(
     state: &AppState,
     candidate: &PollCandidate,
+    source: EventSource,
 ) -> ApiResult<(&'static str, Option<Markers>)> {
     let Some(account) = state
         .store
@@ -332,7 +323,6 @@ async fn sweep(
     if account.status != AccountStatus::Active {
         return Ok(("skipped", None));
     }
-    let source = state.store.ensure_event_source(&account.id).await?;
     let old: Markers = serde_json::from_value(source.markers).unwrap_or_default();
     // No sweep has finished yet (a failed or cut-short one does not count): what is
     // there now is the baseline, not news.
