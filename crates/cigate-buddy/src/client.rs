@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::base_url::{check_target, UpstreamPolicy};
 use crate::error::{message_from_value, parse_error_body, BuddyError};
-use crate::governor::{Governor, GovernorConfig, GovernorRegistry};
+use crate::governor::{Governor, GovernorConfig, GovernorRegistry, SharedBudget};
 pub use crate::retry::RawBody;
 use crate::retry::{Counters, Outgoing, Pipeline, RetryPolicy, UpstreamStats};
 use crate::transport::Transport;
@@ -89,6 +89,17 @@ impl HttpPool {
             governors: Arc::new(GovernorRegistry::new(config.governor)),
             counters: Arc::default(),
         })
+    }
+
+    /// The same pool whose governors also take every unit of an account's budget from
+    /// `shared`, so several processes using one account stay within it together. Call
+    /// before the first client is made (earlier governors are dropped).
+    pub fn sharing_budget(mut self, shared: Arc<dyn SharedBudget>) -> Self {
+        self.governors = Arc::new(GovernorRegistry::with_shared(
+            self.config.governor,
+            Some(shared),
+        ));
+        self
     }
 
     pub fn policy(&self) -> UpstreamPolicy {

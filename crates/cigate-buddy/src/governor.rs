@@ -51,13 +51,16 @@
 //! the offset `Date` bounds (its lower bound, so never earlier than it is) and the
 //! phase is not learned.
 //!
-//! State is per process. Several cigate instances sharing one account each keep their
-//! own governor; every response reports the *shared* remaining budget, so each sees the
-//! others' spending one response later, but between two responses each spends what it
-//! believes is left, and near a window's end two may take its last unit at once: Buddy
-//! refuses such a call (not executed) and the retry layer absorbs it by waiting for the
-//! reset. Measured in `docs/benchmarks.md` (several instances: 2 throttled calls in a
-//! run for two instances, 4 for three).
+//! State is per process unless a [`SharedBudget`] is given. Several cigate instances
+//! sharing one account each keep their own governor; every response reports the
+//! *shared* remaining budget, so each sees the others' spending one response later,
+//! and near a window's end two may take its last unit at once (Buddy refuses such a
+//! call before acting, and the retry layer waits for the reset). With a shared budget
+//! (the store, for instances on one database) each call of a known window first takes
+//! a unit there, so together they never take more than the window holds, and the
+//! shared count corrects each one's estimate at once. Calls sent before their window
+//! was known are counted there once answered. Measured in `docs/benchmarks.md`
+//! (several instances).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -176,6 +179,31 @@ pub struct GovernorSnapshot {
     pub learned_budget: u64,
 }
 
+/// A rate budget shared with other processes using the same account (several `cigate
+/// serve` instances on one database). Each instance's governor still spaces its own
+/// calls; before a call of a known window goes out it takes a unit here, so between
+/// them the instances never spend more than the window holds, and each learns the
+/// others' spending at once instead of one answer later. Failures are the
+/// implementation's to log; it then answers as if the unit were free (the governor's
+/// own view still holds).
+#[async_trait::async_trait]
+pub trait SharedBudget: Send + Sync + fmt::Debug {
+    /// Takes one unit of the window reported to reset at `reset` (Unix seconds) for
+    /// `account` unless `limit` are taken: the units taken with this one, or `None`
+    /// when the window is full.
+    async fn take(&self, account: &str, reset: i64, limit: u64) -> Option<u64>;
+    /// Counts a unit spent without taking it (a call sent before its window was known).
+    async fn count(&self, account: &str, reset: i64);
+}
+
+/// A governor's link to a [`SharedBudget`]: the budget and the account's key in it.
+#[derive(Debug, Clone)]
+pub struct SharedLink {
+    pub budget: Arc<dyn SharedBudget>,
+    /// Identifies the account (a fingerprint of base URL and token, never the token).
+    pub account: String,
+}
+
 /// One account's rate governor; shared by every client of the account (see
 /// [`GovernorRegistry`]).
 #[derive(Debug)]
@@ -188,6 +216,7 @@ pub struct Governor {
     /// Callers that could not go at once wait here, in arrival order.
     queue: tokio::sync::Mutex<()>,
     queued: AtomicUsize,
+    shared: Option<SharedLink>,
 }
 
 #[derive(Debug)]
@@ -354,6 +383,15 @@ impl Governor {
     }
 
     pub fn with_clock(config: GovernorConfig, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Self::with_parts(config, clock, None)
+    }
+
+    /// A governor that also takes each unit from a budget shared with other processes.
+    pub fn with_parts(
+        config: GovernorConfig,
+        clock: Arc<dyn Clock>,
+        shared: Option<SharedLink>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             clock,
@@ -377,6 +415,7 @@ impl Governor {
             answered: Notify::new(),
             queue: tokio::sync::Mutex::new(()),
             queued: AtomicUsize::new(0),
+            shared,
         })
     }
 
@@ -416,12 +455,36 @@ impl Governor {
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Permit, BuddyError> {
         loop {
             let permit = self.turn(deadline).await?;
-            if !self.revoked(&permit) {
+            // A revoked turn is handed back (its unit too, unsent); the caller queues
+            // again.
+            if !self.revoked(&permit) && self.take_shared(&permit).await {
                 return Ok(permit);
             }
-            // Handed back (its unit too, unsent); the caller queues again.
             drop(permit);
         }
+    }
+
+    /// Takes the permit's unit from the shared budget, if there is one and the window is
+    /// known. The shared count corrects our estimate (the other instances' spending),
+    /// and a full window leaves nothing to spend here until it renews.
+    async fn take_shared(&self, permit: &Permit) -> bool {
+        let (Some(shared), Some(reset)) = (&self.shared, permit.window) else {
+            return true;
+        };
+        let (limit, budget) = {
+            let st = self.lock();
+            let reserve = st.learned_budget * u64::from(self.config.reserve_percent) / 100;
+            (st.learned_budget.saturating_sub(reserve), st.learned_budget)
+        };
+        let taken = shared.budget.take(&shared.account, reset, limit).await;
+        let mut st = self.lock();
+        if let Some(w) = st.window.as_mut().filter(|w| w.reset_unix == reset) {
+            // Our own unit is already off `remaining` and among `taken`.
+            let left = budget.saturating_sub(taken.unwrap_or(budget)) as i64;
+            let ours_pending = if taken.is_some() { 0 } else { 1 };
+            w.remaining = w.remaining.min(left - ours_pending);
+        }
+        taken.is_some()
     }
 
     /// Turns are handed out ahead of their time; an answer that came meanwhile may show
@@ -669,6 +732,14 @@ impl Governor {
         if permit.window.is_none() {
             st.unknown_in_flight = st.unknown_in_flight.saturating_sub(1);
         }
+        if let (Some(shared), Some(reset), false) = (&self.shared, headers.reset, rate_limited) {
+            // A call sent before its window was known, or one Buddy counted in the next
+            // window, spends a unit the shared count has not seen.
+            if permit.window != Some(reset) {
+                let shared = shared.clone();
+                tokio::spawn(async move { shared.budget.count(&shared.account, reset).await });
+            }
+        }
         if let (Some(remaining), Some(reset_unix)) = (headers.remaining, headers.reset) {
             st.renewing = false;
             // Our request opened this window if it left one below the budget of the
@@ -797,13 +868,20 @@ impl Governor {
 pub struct GovernorRegistry {
     config: GovernorConfig,
     governors: Mutex<HashMap<(String, String), Arc<Governor>>>,
+    shared: Option<Arc<dyn SharedBudget>>,
 }
 
 impl GovernorRegistry {
     pub fn new(config: GovernorConfig) -> Self {
+        Self::with_shared(config, None)
+    }
+
+    /// Governors that also take every unit from `shared` (see [`SharedBudget`]).
+    pub fn with_shared(config: GovernorConfig, shared: Option<Arc<dyn SharedBudget>>) -> Self {
         Self {
             config,
             governors: Mutex::default(),
+            shared,
         }
     }
 
@@ -816,7 +894,11 @@ impl GovernorRegistry {
             return Arc::clone(g);
         }
         map.retain(|_, g| Arc::strong_count(g) > 1 || !g.is_idle());
-        let g = Governor::new(self.config);
+        let shared = self.shared.as_ref().map(|budget| SharedLink {
+            budget: Arc::clone(budget),
+            account: token_fingerprint(&format!("{base_url}\n{token}")),
+        });
+        let g = Governor::with_parts(self.config, Arc::new(SystemClock), shared);
         map.insert(key, Arc::clone(&g));
         g
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use cigate_buddy::base_url::UpstreamPolicy;
 use cigate_buddy::client::{stream_body, BuddyClient, HttpPool, RawBody, RawRequest};
 use cigate_buddy::error::BuddyError;
+use cigate_buddy::governor::SharedBudget;
 use cigate_buddy_sim::{
     FaultKind, FaultSpec, RateLimitPolicy, RateLimitStatus, ResetFormat, SimConfig, SimHandle,
     TimeMode, TokenSpec, WindowStart,
@@ -417,9 +418,107 @@ fn pool_for_another_instance() -> HttpPool {
     pool()
 }
 
-/// One, two and three instances (one pool, so one governor, each, as in separate
-/// processes) sharing one account's budget: 60 GETs from 20 clients spread over them,
-/// against the default reading.
+/// The store's shared count in memory (`cigate_store`'s `rate_units` table does this
+/// for processes on one database).
+#[derive(Debug, Default)]
+struct MemoryBudget(std::sync::Mutex<std::collections::HashMap<(String, i64), u64>>);
+
+#[async_trait::async_trait]
+impl SharedBudget for MemoryBudget {
+    async fn take(&self, account: &str, reset: i64, limit: u64) -> Option<u64> {
+        let mut map = self.0.lock().unwrap();
+        let taken = map.entry((account.to_owned(), reset)).or_default();
+        (*taken < limit).then(|| {
+            *taken += 1;
+            *taken
+        })
+    }
+
+    async fn count(&self, account: &str, reset: i64) {
+        *self
+            .0
+            .lock()
+            .unwrap()
+            .entry((account.to_owned(), reset))
+            .or_default() += 1;
+    }
+}
+
+struct InstancesRun {
+    throttled: u64,
+    failures: Vec<String>,
+    line: String,
+}
+
+/// `calls` GETs from 20 clients spread round-robin over `instances` pools (one governor
+/// each, as in separate processes) sharing one token, 20 per 10 s; with `shared`, every
+/// pool takes its units from one shared budget.
+async fn instances_run(instances: usize, calls: usize, shared: bool) -> InstancesRun {
+    let (handle, token) = sim("20/10").await;
+    let budget: Arc<dyn SharedBudget> = Arc::new(MemoryBudget::default());
+    let pools: Vec<HttpPool> = (0..instances)
+        .map(|_| {
+            let pool = pool_for_another_instance();
+            if shared {
+                pool.sharing_budget(Arc::clone(&budget))
+            } else {
+                pool
+            }
+        })
+        .collect();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let c = client(&pools[i % instances], &handle, &token);
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < calls {
+                if let Err(e) = c.get_json("/workspaces", &[]).await {
+                    failures.push(format!("{e:?}"));
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let throttled = handle.sim().throttled_count();
+    let line = format!(
+        "{instances} instance(s), {}: {calls} calls in {:.1} s ({:.1} % of the budget), \
+         {throttled} throttled by Buddy, {} failed",
+        if shared {
+            "shared budget"
+        } else {
+            "per-process"
+        },
+        elapsed.as_secs_f64(),
+        100.0 * calls as f64 / elapsed.as_secs_f64() / 2.0,
+        failures.len()
+    );
+    handle.shutdown().await;
+    InstancesRun {
+        throttled,
+        failures,
+        line,
+    }
+}
+
+/// Three instances taking their units from one shared budget stay within it together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_sharing_a_budget_are_not_throttled() {
+    let run = instances_run(3, 40, true).await;
+    eprintln!("{}", run.line);
+    assert!(run.failures.is_empty(), "{:?}", run.failures);
+    assert!(run.throttled <= 2, "{}", run.line);
+}
+
+/// One, two and three instances sharing one account's budget, per process and shared:
+/// 60 GETs from 20 clients, against the default reading.
 /// About 30 s each: `cargo test -p cigate-buddy --test governor instances -- --ignored
 /// --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,47 +526,20 @@ fn pool_for_another_instance() -> HttpPool {
 async fn instances_sharing_one_budget() {
     const CALLS: usize = 60;
     let mut report = Vec::new();
-    for instances in [1usize, 2, 3] {
-        let (handle, token) = sim("20/10").await;
-        let pools: Vec<HttpPool> = (0..instances).map(|_| pool()).collect();
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            let c = client(&pools[i % instances], &handle, &token);
-            let next = Arc::clone(&next);
-            tasks.push(tokio::spawn(async move {
-                let mut failures = Vec::new();
-                while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < CALLS {
-                    if let Err(e) = c.get_json("/workspaces", &[]).await {
-                        failures.push(format!("{e:?}"));
-                    }
-                }
-                failures
-            }));
+    for shared in [false, true] {
+        for instances in [1usize, 2, 3] {
+            let run = instances_run(instances, CALLS, shared).await;
+            eprintln!("{}", run.line);
+            report.push((shared, run));
         }
-        let mut failures = Vec::new();
-        for t in tasks {
-            failures.extend(t.await.unwrap());
-        }
-        let elapsed = started.elapsed();
-        let throttled = handle.sim().throttled_count();
-        let line = format!(
-            "{instances} instance(s): {CALLS} calls in {:.1} s ({:.1} % of the budget), \
-             {throttled} throttled by Buddy, {} failed",
-            elapsed.as_secs_f64(),
-            100.0 * CALLS as f64 / elapsed.as_secs_f64() / 2.0,
-            failures.len()
-        );
-        eprintln!("{line}");
-        report.push((throttled, failures));
-        handle.shutdown().await;
     }
     // Every call succeeds at any count (the retry layer absorbs Buddy's refusals); the
-    // throttle target holds for one instance. Several per-process governors overspend
-    // near each window's end (docs/benchmarks.md, Governor).
-    for (_, failures) in &report {
-        assert!(failures.is_empty(), "{failures:?}");
+    // throttle target holds for one instance, and for any count with a shared budget.
+    for (shared, run) in &report {
+        assert!(run.failures.is_empty(), "{:?}", run.failures);
+        if *shared {
+            assert!(run.throttled <= 2, "{}", run.line);
+        }
     }
-    assert!(report[0].0 <= 2, "{} throttled", report[0].0);
+    assert!(report[0].1.throttled <= 2, "{}", report[0].1.line);
 }

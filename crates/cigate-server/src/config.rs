@@ -160,6 +160,21 @@ pub struct ServerConfig {
     /// through is deactivated, with a `webhook:disabled` event.
     #[arg(long, env = "CIGATE_WEBHOOK_DISABLE_AFTER", default_value = "5d", value_parser = parse_duration)]
     pub webhook_disable_after: Duration,
+
+    /// Where an account's provider rate budget is counted: `shared` through the store,
+    /// so several instances on one database stay within it together (a store round trip
+    /// per provider call); `local` per process; `auto` is `shared` on PostgreSQL and
+    /// `local` on SQLite.
+    #[arg(long, env = "CIGATE_RATE_BUDGET", value_enum, default_value = "auto")]
+    pub rate_budget: RateBudget,
+}
+
+/// See [`ServerConfig::rate_budget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RateBudget {
+    Auto,
+    Shared,
+    Local,
 }
 
 /// A share as `0.1` or `10%`, more than 0 and at most 1.
@@ -258,6 +273,7 @@ impl ServerConfig {
             event_retention: Duration::from_secs(30 * 86_400),
             event_hook_repair_interval: Duration::from_secs(3600),
             webhook_disable_after: Duration::from_secs(5 * 86_400),
+            rate_budget: RateBudget::Auto,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod linking;
 pub mod metrics;
 pub mod oauth;
 pub mod openapi;
+pub mod rate_budget;
 pub mod refresh;
 pub mod request_body;
 pub mod routes;
@@ -109,6 +110,7 @@ pub async fn build_state(config: ServerConfig, store: Store) -> Result<AppState,
         allow_private: config.allow_private_upstreams,
     })
     .map_err(|err| StartError::Http(err.to_string()))?;
+    let http = rate_budget::apply(http, config.rate_budget, &store);
     let cursor_key = store.signing_key("cursor").await?;
     let link_key = store.signing_key("link-form").await?;
     let oauth_http = oauth::build_http(cigate_buddy::base_url::UpstreamPolicy {

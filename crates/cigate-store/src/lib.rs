@@ -102,6 +102,7 @@ mod keys;
 mod leases;
 mod links;
 mod model;
+mod rate_units;
 mod sources;
 mod tokens;
 mod webhooks;

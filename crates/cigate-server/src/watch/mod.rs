@@ -208,6 +208,14 @@ pub async fn housekeeping(state: AppState) {
                 tracing::warn!(error = %err, "pruning job states failed");
             }
         }
+        // Rate windows last seconds to an hour; a day is far past any of them.
+        if let Err(err) = state
+            .store
+            .prune_rate_units(Utc::now().timestamp() - 86_400)
+            .await
+        {
+            tracing::warn!(error = %err, "pruning shared rate windows failed");
+        }
         match state.store.outbox_backlog().await {
             Ok((count, oldest)) => {
                 state
