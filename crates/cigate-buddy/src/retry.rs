@@ -262,6 +262,7 @@ impl Pipeline<'_> {
             }
             tally.attempts += 1;
             permit.mark_sent();
+            let sent_at = Instant::now();
             let failure = match self.http.send(request.attempt()).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
@@ -325,7 +326,9 @@ impl Pipeline<'_> {
                 } => Duration::ZERO,
                 _ => self.policy.backoff(tally.retries),
             };
-            if Instant::now() + pause >= deadline {
+            // A retry that would not finish before the deadline (taking as long as this
+            // attempt did) would turn Buddy's answer into a timeout: give that answer.
+            if Instant::now() + pause + sent_at.elapsed() >= deadline {
                 return failure.give_up(self.governor.config().reset_margin);
             }
             drop(failure);
