@@ -282,6 +282,10 @@ pub fn job(e: &wire::Execution, ctx: &JobContext, raw: &Value) -> Job {
         status,
         conclusion,
         commit: e.to_revision.as_ref().and_then(|c| non_empty(&c.revision)),
+        commit_at: e
+            .to_revision
+            .as_ref()
+            .and_then(|c| c.commit_date.or(c.author_date)),
         branch: e.ref_name().map(str::to_owned),
         attempts: None,
         workflow: ctx

@@ -3,6 +3,7 @@
 pub mod cursor;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod provider;

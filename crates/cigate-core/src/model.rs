@@ -298,6 +298,9 @@ pub struct Job {
     pub conclusion: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// When `commit` was committed (for lead times), where the provider says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -196,6 +196,8 @@ pub struct ListPage {
     /// Opaque provider position of the next page; `None` on the last page.
     pub next: Option<serde_json::Value>,
     pub rate_limit: Option<RateLimit>,
+    /// Calls to the upstream this page took (for callers that report their cost).
+    pub upstream_calls: u32,
 }
 
 /// One object fetched by id, with the rate-limit state of the call that fetched it.

@@ -9,6 +9,10 @@ pub struct ListEnvelope<T> {
     pub next_cursor: Option<String>,
     pub prev_cursor: Option<String>,
     pub result_count: usize,
+    /// Tenant-wide lists: the tenant's accounts left out (not active), never silently.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::gateway::SkippedAccount>>)]
+    pub skipped_accounts: Option<Vec<crate::gateway::SkippedAccount>>,
 }
 
 impl<T> ListEnvelope<T> {
@@ -18,6 +22,7 @@ impl<T> ListEnvelope<T> {
             result,
             next_cursor,
             prev_cursor: None,
+            skipped_accounts: None,
         }
     }
 }

@@ -17,7 +17,9 @@ use chrono::{DateTime, Utc};
 use cigate_buddy::client::{BuddyClient, RawRequest, RawResponse, TokenInfo};
 use cigate_buddy::error::{parse_error_body, BuddyError};
 use cigate_buddy::provider::BuddyProvider;
-use cigate_core::{Provider, ProviderError, ProviderWrites, RateLimit, Secret};
+use cigate_core::{
+    ListQuery, Provider, ProviderError, ProviderWrites, RateLimit, Resource, Secret,
+};
 use cigate_store::{Account, AccountPatch, AccountStatus, AuthMethod};
 use serde_json::{json, Value};
 
@@ -39,6 +41,83 @@ pub async fn load(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Acco
         .get_account(&caller.environment_id, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("integrated account `{id}` not found")))
+}
+
+/// An account of a tenant a tenant-wide read left out, and why.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SkippedAccount {
+    pub id: String,
+    /// The account's status (`needs_reauth`, `validation_error`, `connecting`).
+    pub status: String,
+    pub last_error: Option<String>,
+}
+
+/// Every account of `tenant` in the caller's environment, oldest first: the active
+/// ones to read, and the others to name as skipped.
+pub async fn tenant_accounts(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &str,
+) -> ApiResult<(Vec<Account>, Vec<SkippedAccount>)> {
+    let filter = cigate_store::AccountFilter {
+        tenant_id: Some(tenant.to_owned()),
+        ..Default::default()
+    };
+    let (mut active, mut skipped, mut after) = (Vec::new(), Vec::new(), None::<String>);
+    loop {
+        let page = state
+            .store
+            .list_accounts(&caller.environment_id, &filter, after.as_deref(), 500)
+            .await?;
+        let last = page.last().map(Account::page_key);
+        let full = page.len() == 500;
+        for account in page {
+            if account.status == AccountStatus::Active {
+                active.push(account);
+            } else {
+                skipped.push(SkippedAccount {
+                    id: account.id,
+                    status: account.status.as_str().to_owned(),
+                    last_error: account.last_error,
+                });
+            }
+        }
+        match last {
+            Some(key) if full => after = Some(key),
+            _ => return Ok((active, skipped)),
+        }
+    }
+}
+
+/// Every record of a list, page by page, and the provider calls it took.
+pub async fn every(
+    gateway: &Gateway,
+    resource: Resource,
+    query: &ListQuery,
+) -> ApiResult<(Vec<Value>, u64)> {
+    let (mut items, mut calls, mut position) = (Vec::new(), 0u64, None);
+    loop {
+        let page = gateway
+            .call(|provider| {
+                let position = position.clone();
+                async move { provider.list(resource, query, position).await }
+            })
+            .await?;
+        calls += u64::from(page.upstream_calls);
+        items.extend(page.items.into_iter().map(|r| r.unified));
+        match page.next {
+            Some(next) => position = Some(next),
+            None => return Ok((items, calls)),
+        }
+    }
+}
+
+/// The `id`s of unified records.
+pub fn record_ids(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
+        .collect()
 }
 
 /// Checks the URL against the upstream policy and the token against Buddy, before an

@@ -37,7 +37,7 @@ use crate::state::AppState;
         (name = TAG_OPERATIONS, description = "Health checks for load balancers and orchestrators; no token needed."),
     ),
     paths(
-        unified::list, unified::fetch,
+        unified::list, unified::fetch, crate::routes::analytics::metrics,
         writes::run_job, writes::operate, writes::logs, writes::create_workflow, writes::update, writes::remove,
         writes::list_variables, writes::get_variable, writes::create_variable, writes::update_variable, writes::delete_variable,
         proxy::proxy, proxy::custom,
@@ -58,6 +58,9 @@ use crate::state::AppState;
         cigate_core::model::Workspace, cigate_core::model::Repo, cigate_core::model::Branch,
         cigate_core::model::PullRequest, cigate_core::model::Workflow, cigate_core::model::Job,
         cigate_core::model::Step,
+        crate::routes::analytics::MetricsAnswer, crate::routes::analytics::WorkflowFigures,
+        crate::routes::analytics::AccountFigures, crate::gateway::SkippedAccount,
+        cigate_core::metrics::Figures, cigate_core::metrics::Percentiles,
         cigate_core::model::Variable, cigate_core::model::VariableScope, cigate_core::JobRun, cigate_core::RunVariable,
         cigate_core::JobLog, cigate_core::WorkflowInput, cigate_core::VariableInput, writes::ApproveBody,
     )),

@@ -72,6 +72,8 @@ pub(crate) struct Call<'a> {
     provider: &'a BuddyProvider,
     remote_query: &'a [(String, String)],
     rate_limit: Mutex<Option<RateLimit>>,
+    /// Upstream GETs made, for [`ListPage::upstream_calls`].
+    calls: std::sync::atomic::AtomicU32,
 }
 
 impl<'a> Call<'a> {
@@ -80,6 +82,7 @@ impl<'a> Call<'a> {
             provider,
             remote_query: &query.remote_query,
             rate_limit: Mutex::new(None),
+            calls: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -102,6 +105,8 @@ impl<'a> Call<'a> {
             .cloned()
             .collect();
         query.extend(params.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let answer = self
             .provider
             .client
@@ -543,6 +548,7 @@ impl Provider for BuddyProvider {
             items,
             next,
             rate_limit: call.rate_limit(),
+            upstream_calls: call.calls.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 

@@ -10,7 +10,9 @@ use crate::state::AppState;
 
 pub mod accounts;
 pub mod admin;
+pub mod analytics;
 pub mod event_stream;
+pub mod feed;
 pub mod link;
 pub mod proxy;
 pub mod unified;
@@ -21,6 +23,7 @@ pub fn router(state: AppState) -> Router {
     let authed = Router::new()
         .merge(admin::routes())
         .merge(accounts::routes())
+        .merge(analytics::routes())
         .merge(unified::routes())
         .merge(writes::routes(state.clone()))
         .merge(proxy::routes(state.clone()))

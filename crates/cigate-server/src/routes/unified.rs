@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use cigate_core::cursor::CursorBinding;
 use cigate_core::model::{Job, Repo};
-use cigate_core::{ListQuery, Resource};
+use cigate_core::{ListQuery, RenderOptions, Resource};
 
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
@@ -60,8 +60,9 @@ fn binding(caller: &Caller, account_id: &str, resource: Resource, q: &ListQuery)
     description = "A page of normalised records of one resource of the account. Buddy's scoping parameters are named as Truto names them: `repos` need `workspace`; `branches`, `pull-requests` and `workflow` need `workspace` and `repo`; `jobs` need `workspace` and `project` (without `workflow` the jobs of every pipeline are merged, newest first). `workspace` may be left out when the account has one.",
     params(
         ("resource" = crate::openapi::UnifiedResource, Path, description = "the kind of record", example = "jobs"),
-        ("integrated_account_id" = String, Query, description = "the linked account to read"),
-        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("integrated_account_id" = Option<String>, Query, description = "the linked account to read; required unless `tenant_id` is given for jobs"),
+        ("tenant_id" = Option<String>, Query, description = "jobs without `integrated_account_id`: every active account of this tenant merged into one feed, newest first; each job carries `integrated_account_id` and `tenant_id`, and accounts left out (not active) are named in `skipped_accounts`"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace (the tenant feed: every workspace of each account)"),
         ("repo" = Option<String>, Query, description = "Buddy project name (alias `project`)"),
         ("project" = Option<String>, Query, description = "alias of `repo`"),
         ("workflow" = Option<String>, Query, description = "pipeline id; jobs without it merge every pipeline"),
@@ -97,6 +98,13 @@ pub async fn list(
 ) -> ApiResult<(HeaderMap, Json<ListEnvelope<Value>>)> {
     let resource = resource(&resource_name)?;
     let render = query.render_options()?;
+    if let (Resource::Jobs, None, Some(tenant)) = (
+        resource,
+        query.get("integrated_account_id"),
+        query.get("tenant_id"),
+    ) {
+        return tenant_jobs(&state, &caller, tenant, &query, &render).await;
+    }
     let gateway = Gateway::for_query(&state, &caller, &query, API).await?;
     let list_query = query.list_query(&gateway.account().context)?;
     let binding = binding(&caller, query.account_id(API)?, resource, &list_query);
@@ -124,6 +132,33 @@ pub async fn list(
         gateway::rate_limit_headers(page.rate_limit.as_ref()),
         Json(ListEnvelope::new(items, next_cursor)),
     ))
+}
+
+/// The tenant-wide job feed (see [`super::feed`]), in the list envelope with the
+/// accounts left out named in `skipped_accounts`.
+async fn tenant_jobs(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &str,
+    query: &QueryPairs,
+    render: &RenderOptions,
+) -> ApiResult<(HeaderMap, Json<ListEnvelope<Value>>)> {
+    // No account's default workspace: without `workspace`, every workspace of each.
+    let list_query = query.list_query(&Value::Null)?;
+    let timeout = query.timeout(state.default_timeout())?;
+    let page = super::feed::page(
+        state,
+        caller,
+        tenant,
+        &list_query,
+        query.get("next_cursor"),
+        render,
+        timeout,
+    )
+    .await?;
+    let mut envelope = ListEnvelope::new(page.items, page.next_cursor);
+    envelope.skipped_accounts = Some(page.skipped_accounts);
+    Ok((HeaderMap::new(), Json(envelope)))
 }
 
 #[utoipa::path(get, path = "/unified/ci-cd/{resource}/{id}", tag = crate::openapi::TAG_UNIFIED, security(("api_token" = [])),
