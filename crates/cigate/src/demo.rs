@@ -95,7 +95,7 @@ async fn link(
         .post(format!("{base_url}/integrated-account"))
         .bearer_auth(api_token)
         .json(&json!({
-            "tenant_id": "demo-tenant",
+            "tenant_id": TENANT,
             "integration": "buddy",
             "context": { "api_key": buddy_token, "base_url": buddy_url },
         }))
@@ -157,6 +157,9 @@ async fn link(
     })
 }
 
+/// The demo account's tenant, for the tenant-wide calls.
+const TENANT: &str = "demo-tenant";
+
 fn field(value: &Value, name: &str) -> anyhow::Result<String> {
     match &value[name] {
         Value::String(s) => Ok(s.clone()),
@@ -194,10 +197,16 @@ fn print_calls(demo: &Demo, buddy_url: &str) {
         format!("unified/ci-cd/workflows?{q}&repo={repo}"),
         format!("unified/ci-cd/jobs?{q}&repo={repo}&workflow={workflow}&limit=5"),
         format!("unified/ci-cd/jobs?{q}&limit=5&truto_ignore_remote_data=true"),
+        format!("unified/ci-cd/jobs?tenant_id={TENANT}&limit=5&truto_ignore_remote_data=true"),
+        format!("unified/ci-cd/metrics?{q}&repo={repo}"),
     ];
     for call in calls {
         println!("  curl -s -H 'Authorization: Bearer {api_token}' '{base_url}/{call}'");
     }
+    println!();
+    println!("Delivery metrics as a table:");
+    println!();
+    println!("  cigate metrics --url {base_url} --token {api_token} --account {account_id}");
     println!();
     println!("Watch job events (in a second terminal):");
     println!();

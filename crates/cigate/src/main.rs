@@ -56,6 +56,14 @@ enum Command {
         #[command(subcommand)]
         command: ops::WorkflowsCommand,
     },
+    /// Delivery metrics (DORA-style) of an account or a tenant from a running server,
+    /// as a table.
+    Metrics {
+        #[command(flatten)]
+        conn: ops::Connection,
+        #[command(flatten)]
+        args: ops::MetricsArgs,
+    },
     /// Follow the events a running server records (`tail`).
     Events {
         #[command(flatten)]
@@ -156,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Jobs { conn, command } => ops::jobs(conn, command).await?,
         Command::Workflows { conn, command } => ops::workflows(conn, command).await?,
         Command::Events { conn, command } => ops::events(conn, command).await?,
+        Command::Metrics { conn, args } => ops::metrics(conn, args).await?,
         Command::Sim(config) => run_sim(config).await?,
         Command::Migrate(args) => {
             cigate_server::store::open(&args.server_config()).await?;

@@ -575,3 +575,183 @@ mod tests {
         assert!(variables(&["=x".into()]).is_err());
     }
 }
+
+/// What `cigate metrics` asks for; `--account` (or `CIGATE_ACCOUNT`) or `--tenant`.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Every active account of this tenant instead of one account.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Buddy project name.
+    #[arg(long)]
+    project: Option<String>,
+    /// One pipeline id.
+    #[arg(long)]
+    workflow: Option<String>,
+    /// Start of the window (RFC 3339; default: 30 days before `--to`).
+    #[arg(long)]
+    from: Option<String>,
+    /// End of the window (RFC 3339; default: now).
+    #[arg(long)]
+    to: Option<String>,
+    /// A pipeline id that deploys (repeatable); default: names with deploy, release, prod.
+    #[arg(long = "deploy-workflow")]
+    deploy_workflows: Vec<String>,
+    /// Print the server's JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn metrics(conn: Connection, args: MetricsArgs) -> anyhow::Result<()> {
+    let mut url = reqwest::Url::parse(conn.url.trim_end_matches('/')).context("invalid --url")?;
+    url.path_segments_mut()
+        .map_err(|_| anyhow::anyhow!("--url cannot be a base URL"))?
+        .pop_if_empty()
+        .extend(["unified", "ci-cd", "metrics"]);
+    {
+        let mut q = url.query_pairs_mut();
+        match (&args.tenant, conn.account.as_deref()) {
+            (Some(tenant), _) => q.append_pair("tenant_id", tenant),
+            (None, Some(account)) => q.append_pair("integrated_account_id", account),
+            (None, None) => bail!("set --tenant, or --account (or CIGATE_ACCOUNT)"),
+        };
+        for (k, v) in [
+            ("workspace", conn.workspace.as_deref()),
+            ("project", args.project.as_deref()),
+            ("workflow", args.workflow.as_deref()),
+            ("from", args.from.as_deref()),
+            ("to", args.to.as_deref()),
+        ] {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
+        }
+        for id in &args.deploy_workflows {
+            q.append_pair("deploy_workflows[]", id);
+        }
+    }
+    // A long read shows a spinner on a terminal (indicatif draws nothing otherwise).
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message("reading jobs from Buddy");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let client = Client::new(conn)?;
+    let answer = client.call(reqwest::Method::GET, url, None, None).await;
+    spinner.finish_and_clear();
+    let value: Value = answer?.json().await.context("the answer is not JSON")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    print!("{}", metrics_table(&value));
+    Ok(())
+}
+
+/// The figures as a plain-text table: one row per workflow, per account (tenant) and
+/// for everything.
+fn metrics_table(m: &Value) -> String {
+    fn num(v: &Value, digits: usize) -> String {
+        v.as_f64()
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
+    }
+    fn pct(v: &Value) -> String {
+        v.as_f64()
+            .map_or_else(|| "-".to_owned(), |x| format!("{:.1}%", x * 100.0))
+    }
+    fn row(label: String, f: &Value) -> Vec<String> {
+        vec![
+            label,
+            f["jobs_total"].to_string(),
+            pct(&f["success_rate"]),
+            num(&f["duration_s"]["p50"], 0),
+            num(&f["duration_s"]["p95"], 0),
+            f["deployments"].to_string(),
+            num(&f["deployment_frequency_per_day"], 2),
+            pct(&f["change_failure_rate"]),
+            num(&f["mean_time_to_restore_s"], 0),
+            num(&f["lead_time_s"], 0),
+        ]
+    }
+    let mut rows = vec![[
+        "", "jobs", "success", "p50 s", "p95 s", "deploys", "per day", "CFR", "MTTR s", "lead s",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    for wf in m["workflows"].as_array().into_iter().flatten() {
+        let name = wf["name"].as_str().unwrap_or("");
+        let mark = if wf["deploy"] == json!(true) {
+            " *"
+        } else {
+            ""
+        };
+        let label = format!(
+            "{}/{} {}{mark}",
+            wf["repo"].as_str().unwrap_or(""),
+            wf["workflow"].as_str().unwrap_or(""),
+            name
+        );
+        rows.push(row(label, wf));
+    }
+    for account in m["accounts"].as_array().into_iter().flatten() {
+        let id = account["integrated_account_id"].as_str().unwrap_or("");
+        rows.push(row(format!("account {id}"), account));
+    }
+    rows.push(row("all".to_owned(), m));
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = format!(
+        "{} to {}; * = deploy workflow; {} Buddy calls\n",
+        m["from"].as_str().unwrap_or(""),
+        m["to"].as_str().unwrap_or(""),
+        m["upstream_calls"]
+    );
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| match c {
+                0 => format!("{cell:<w$}", w = widths[c]),
+                _ => format!("{cell:>w$}", w = widths[c]),
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    for skipped in m["skipped_accounts"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "skipped: account {} ({})\n",
+            skipped["id"].as_str().unwrap_or(""),
+            skipped["status"].as_str().unwrap_or("")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    #[test]
+    fn the_table_has_a_row_per_workflow_and_a_total() {
+        let m = json!({
+            "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "upstream_calls": 9,
+            "jobs_total": 3, "success_rate": 0.5, "duration_s": {"p50": 60.0, "p95": 90.0},
+            "deployments": 1, "deployment_frequency_per_day": 0.0333, "change_failure_rate": null,
+            "mean_time_to_restore_s": null, "lead_time_s": 120.0,
+            "workflows": [{"repo": "web", "workflow": "7", "name": "Deploy", "deploy": true,
+                "jobs_total": 3, "success_rate": 0.5, "duration_s": {"p50": 60.0, "p95": 90.0},
+                "deployments": 1, "deployment_frequency_per_day": 0.0333}],
+            "skipped_accounts": [{"id": "acc_2", "status": "needs_reauth"}],
+        });
+        let table = metrics_table(&m);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].contains("9 Buddy calls"), "{table}");
+        assert!(lines[2].starts_with("web/7 Deploy *"), "{table}");
+        assert!(
+            lines[3].starts_with("all") && lines[3].contains("50.0%") && lines[3].contains("0.03"),
+            "{table}"
+        );
+        assert!(lines[3].ends_with("120"), "{table}");
+        assert_eq!(lines[4], "skipped: account acc_2 (needs_reauth)");
+    }
+}
