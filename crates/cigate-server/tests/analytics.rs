@@ -454,3 +454,39 @@ async fn the_tenant_feed_holds_every_job_of_its_accounts_once_newest_first() {
     assert_eq!(status, 400);
     other_sim.shutdown().await;
 }
+
+/// The cost of the metrics of a workspace of 50 pipelines × 2,000 executions (47 min
+/// apart, so ~920 in 30 days): `cargo test -p cigate-server --test analytics
+/// fifty_pipelines -- --ignored --nocapture`. Recorded in docs/benchmarks.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, about a minute"]
+async fn fifty_pipelines_of_two_thousand_executions() {
+    let sim = SimConfig {
+        rate_limit: "100000000/3600".parse().unwrap(),
+        ..seeded("workspaces=1,projects=5,pipelines=10,executions=2000,seed=21")
+    };
+    let Some(h) = Harness::start_with(Backend::Sqlite, sim).await else {
+        return;
+    };
+    let account = h.link().await;
+    let history_pages = 50 * 2000u64.div_ceil(50);
+    for days in [1, 7, 30] {
+        let to = Utc::now();
+        let from = to - Duration::days(days);
+        let started = std::time::Instant::now();
+        let path = format!(
+            "/unified/ci-cd/metrics?integrated_account_id={account}&from={}&to={}",
+            from.format("%Y-%m-%dT%H:%M:%SZ"),
+            to.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        let (status, body) = h.get_json(&path).await;
+        assert_eq!(status, 200, "{body}");
+        eprintln!(
+            "{days:>2} days: {} jobs, {} upstream calls ({history_pages} pages of history), {:.2} s",
+            body["jobs_total"],
+            body["upstream_calls"],
+            started.elapsed().as_secs_f64()
+        );
+        assert!(body["upstream_calls"].as_u64().unwrap() < history_pages);
+    }
+}
