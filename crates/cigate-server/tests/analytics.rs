@@ -441,6 +441,24 @@ async fn the_tenant_feed_holds_every_job_of_its_accounts_once_newest_first() {
         .collect();
     assert!(parsed.windows(2).all(|w| w[0] >= w[1]), "not newest first");
 
+    // The tenant's metrics: one row per active account, the stale one named, and the
+    // totals add up.
+    let (status, m) = h.get_json("/unified/ci-cd/metrics?tenant_id=acme").await;
+    assert_eq!(status, 200, "{m}");
+    let accounts = m["accounts"].as_array().unwrap();
+    let ids: HashSet<&str> = accounts
+        .iter()
+        .map(|x| x["integrated_account_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, HashSet::from([a.as_str(), b.as_str()]));
+    assert_eq!(m["skipped_accounts"][0]["id"], json!(stale));
+    let sum: u64 = accounts
+        .iter()
+        .map(|x| x["jobs_total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(m["jobs_total"].as_u64().unwrap(), sum);
+    assert!(m["integrated_account_id"].is_null() && m["tenant_id"] == "acme");
+
     // A cursor is bound to its tenant.
     let (_, first) = h
         .get_json("/unified/ci-cd/jobs?tenant_id=acme&limit=7")
