@@ -3,6 +3,7 @@
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -21,8 +22,17 @@ pub async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = request
-        .headers()
+    let caller = authenticate(&state, request.headers()).await?;
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}
+
+/// The caller named by the request's `Authorization: Bearer` token, after spending one
+/// request of the token's own limit. For routes that are public in one form and need a
+/// token in another (`/badge/{id}.svg` and `/badge/{id}`), which the
+/// [`require_token`] layer cannot tell apart.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let token = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
@@ -50,6 +60,5 @@ pub async fn require_token(
         }
     };
     state.check_token_limit(&caller.token_id)?;
-    request.extensions_mut().insert(caller);
-    Ok(next.run(request).await)
+    Ok(caller)
 }

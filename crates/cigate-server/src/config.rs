@@ -167,6 +167,14 @@ pub struct ServerConfig {
     /// `local` on SQLite.
     #[arg(long, env = "CIGATE_RATE_BUDGET", value_enum, default_value = "auto")]
     pub rate_budget: RateBudget,
+
+    /// How long one answer of a status badge (`/badge/{id}.svg`, `.json`) is kept, e.g.
+    /// `15s`: badges are viewed far more often than a provider's rate budget allows, so
+    /// concurrent views share one provider call and its answer serves this long. The one
+    /// short-lived cache of CI/CD data in cigate; `0` keeps nothing (views still share
+    /// a call in flight).
+    #[arg(long, env = "CIGATE_BADGE_CACHE_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub badge_cache_ttl: Duration,
 }
 
 /// See [`ServerConfig::rate_budget`].
@@ -274,6 +282,7 @@ impl ServerConfig {
             event_hook_repair_interval: Duration::from_secs(3600),
             webhook_disable_after: Duration::from_secs(5 * 86_400),
             rate_budget: RateBudget::Auto,
+            badge_cache_ttl: Duration::from_secs(15),
         }
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod auth;
+pub mod badge;
 pub mod cache;
 pub mod config;
 pub mod delivery;
@@ -117,6 +118,7 @@ pub async fn build_state(config: ServerConfig, store: Store) -> Result<AppState,
         allow_private: config.allow_private_upstreams,
     })
     .map_err(StartError::Http)?;
+    let badges = badge::Views::new(config.badge_cache_ttl);
     Ok(AppState::new(state::Shared {
         store,
         metrics: Arc::new(metrics::Metrics::new(http.clone())),
@@ -136,6 +138,7 @@ pub async fn build_state(config: ServerConfig, store: Store) -> Result<AppState,
         link_key: Arc::new(link_key),
         deliveries: Arc::default(),
         watch: Arc::default(),
+        badges,
     }))
 }
 

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Required, Response};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, admin, link, proxy, unified, webhooks, writes};
+use crate::routes::{accounts, admin, badges, link, proxy, unified, webhooks, writes};
 use crate::state::AppState;
 
 /// Tags in the order a user meets them: the unified API first, admin last. `/docs`
@@ -23,7 +23,7 @@ use crate::state::AppState;
 #[openapi(
     info(
         title = "cigate",
-        description = "One HTTP API for your customers' CI/CD data (Buddy first), following Truto's Unified CI/CD API conventions.\n\nEvery request but the health checks carries `Authorization: Bearer <API token>`. Every error is `application/problem+json` with a stable `type` (see the `Problem` schema). Lists answer `{ result, next_cursor, prev_cursor, result_count }`; pass `next_cursor` back, changing nothing else, for the next page.",
+        description = "One HTTP API for your customers' CI/CD data (Buddy first), following Truto's Unified CI/CD API conventions.\n\nEvery request but the health checks and badge views carries `Authorization: Bearer <API token>`. Every error is `application/problem+json` with a stable `type` (see the `Problem` schema). Lists answer `{ result, next_cursor, prev_cursor, result_count }`; pass `next_cursor` back, changing nothing else, for the next page.",
     ),
     tags(
         (name = TAG_UNIFIED, description = "Normalised reads of workspaces, repos, branches, pull requests, workflows and jobs of a linked account."),
@@ -32,6 +32,7 @@ use crate::state::AppState;
         (name = TAG_ACCOUNTS, description = "Integrated accounts: one customer's connected Buddy account."),
         (name = TAG_LINKING, description = "The hosted Link flow your end users connect Buddy through, and the environment's OAuth app."),
         (name = TAG_EVENTS, description = "Webhook subscriptions: events such as `job:completed` and `integrated_account:*`, delivered at least once, signed per Standard Webhooks (or as CDEvents), with every attempt visible and redeliverable."),
+        (name = TAG_BADGES, description = "Status badges: the latest job of one branch as a shields-style SVG for `<img>` tags, or in shields.io's endpoint schema. Viewing takes no token (the id is unguessable); views are coalesced and kept for `CIGATE_BADGE_CACHE_TTL`."),
         (name = TAG_ENVIRONMENTS, description = "The environment an API token belongs to."),
         (name = TAG_TOKENS, description = "API tokens of the environment."),
         (name = TAG_OPERATIONS, description = "Health checks for load balancers and orchestrators; no token needed."),
@@ -46,6 +47,7 @@ use crate::state::AppState;
         webhooks::create, webhooks::list, webhooks::fetch, webhooks::update, webhooks::remove,
         webhooks::rotate_secret, webhooks::test, webhooks::deliveries, webhooks::redeliver, webhooks::events,
         crate::routes::event_stream::stream, crate::watch::hooks::receive,
+        badges::create, badges::fetch, badges::remove, badges::svg, badges::shields,
         admin::list_environments, admin::get_environment,
         admin::create_api_token, admin::list_api_tokens, admin::delete_api_token,
         admin::healthz, admin::readyz,
@@ -55,6 +57,7 @@ use crate::state::AppState;
         admin::NewApiToken, accounts::CreateAccount, accounts::UpdateAccount, accounts::RefreshCredentials,
         link::CreateLinkToken, link::IntegrationSettings, link::OAuthSettings,
         webhooks::CreateWebhook, webhooks::UpdateWebhook, webhooks::TestWebhook,
+        badges::CreateBadge,
         cigate_core::model::Workspace, cigate_core::model::Repo, cigate_core::model::Branch,
         cigate_core::model::PullRequest, cigate_core::model::Workflow, cigate_core::model::Job,
         cigate_core::model::Step,
@@ -74,6 +77,7 @@ pub const TAG_PROXY: &str = "Proxy";
 pub const TAG_ACCOUNTS: &str = "Integrated accounts";
 pub const TAG_LINKING: &str = "Linking";
 pub const TAG_EVENTS: &str = "Webhooks and events";
+pub const TAG_BADGES: &str = "Badges";
 pub const TAG_ENVIRONMENTS: &str = "Environments";
 pub const TAG_TOKENS: &str = "API tokens";
 pub const TAG_OPERATIONS: &str = "Operations";

@@ -50,6 +50,8 @@ pub struct Shared {
     pub deliveries: Arc<tokio::sync::Notify>,
     /// Signals between job-event sources, the detector and event streams.
     pub watch: Arc<crate::watch::Hub>,
+    /// Kept answers of status badges: the one short-lived cache of CI/CD data.
+    pub badges: crate::badge::Views,
 }
 
 impl AppState {

@@ -89,9 +89,11 @@
 //! `environment_integrations` ([`Store::put_environment_integration`]). Event
 //! subscriptions, the event log and its delivery outbox: `webhooks`, `webhook_secrets`,
 //! `events`, `webhook_deliveries` (see [`Store::record_event`], [`Store::claim_deliveries`]).
-//! [`Store::purge_expired`] removes expired rows of all four.
+//! [`Store::purge_expired`] removes expired rows of all four. Status badges: `badges`
+//! (see [`Store::create_badge`]; the id is the public view's only credential).
 
 mod accounts;
+mod badges;
 mod crypto;
 mod db;
 mod error;
@@ -111,6 +113,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 
+pub use badges::{Badge, NewBadge, BADGE_PREFIX};
 pub use cigate_core::Secret;
 pub use crypto::{sqlite_key_file, KeyConfig, Keyring, MasterKey, KEY_FILE_NAME};
 pub use db::Backend;

@@ -105,7 +105,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 
 /// The origin browsers and callers reach us at: `CIGATE_PUBLIC_URL`, else this
 /// request's `Host` over plain HTTP (tests, local use).
-fn public_origin(state: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn public_origin(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = state.config.public_url.as_deref().filter(|u| !u.is_empty()) {
         return url.trim_end_matches('/').to_owned();
     }

@@ -11,6 +11,7 @@ use crate::state::AppState;
 pub mod accounts;
 pub mod admin;
 pub mod analytics;
+pub mod badges;
 pub mod event_stream;
 pub mod feed;
 pub mod link;
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .merge(proxy::routes(state.clone()))
         .merge(link::api_routes())
         .merge(webhooks::routes())
+        .merge(badges::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(admin::healthz))
@@ -37,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::openapi::routes())
         .merge(link::page_routes())
         .merge(crate::watch::hooks::routes())
+        .merge(badges::public_routes())
         .merge(authed)
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)
