@@ -30,6 +30,8 @@ pub struct Demo {
     /// A repo with pull requests, for the pull-requests example.
     pub pr_repo: String,
     pub workflow: String,
+    /// A status badge of the repo's default branch (open in a browser, no token).
+    pub badge_url: String,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -146,7 +148,32 @@ async fn link(
             break;
         }
     }
+    // A status badge of the default branch of the shown workflow's project.
+    let branches = page("branches", format!("&repo={repo}&limit=50")).await?;
+    let branch = branches["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["is_default"] == json!(true))
+        .or_else(|| branches["result"].get(0))
+        .map(|b| field(b, "name"))
+        .transpose()?
+        .context("the demo repo has no branch")?;
+    let badge: Value = http
+        .post(format!("{base_url}/badge"))
+        .bearer_auth(api_token)
+        .json(&json!({
+            "integrated_account_id": account_id, "workspace": workspace, "repo": repo,
+            "workflow": workflow, "branch": branch,
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let badge_url = field(&badge, "url")?;
     Ok(Demo {
+        badge_url,
         base_url: base_url.to_owned(),
         api_token: api_token.to_owned(),
         account_id,
@@ -177,6 +204,7 @@ fn print_calls(demo: &Demo, buddy_url: &str) {
         repo,
         pr_repo,
         workflow,
+        badge_url,
     } = demo;
     let q = format!("integrated_account_id={account_id}");
     println!("cigate demo is running.");
@@ -203,6 +231,11 @@ fn print_calls(demo: &Demo, buddy_url: &str) {
     for call in calls {
         println!("  curl -s -H 'Authorization: Bearer {api_token}' '{base_url}/{call}'");
     }
+    println!();
+    println!("A status badge of {repo}'s default branch (no token: open it in a browser,");
+    println!("or put it in an <img>; .json gives shields.io's endpoint schema):");
+    println!();
+    println!("  {badge_url}");
     println!();
     println!("Delivery metrics as a table:");
     println!();
