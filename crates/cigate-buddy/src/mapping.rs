@@ -7,7 +7,7 @@
 use cigate_core::model::{
     job_conclusion, job_status, repo_status, workflow_status, workflow_trigger,
 };
-use cigate_core::{Branch, Job, PullRequest, Repo, Step, Workflow, Workspace};
+use cigate_core::{Branch, Integration, Job, PullRequest, Repo, Step, Workflow, Workspace};
 use serde_json::Value;
 
 use crate::wire;
@@ -316,6 +316,27 @@ pub fn job(e: &wire::Execution, ctx: &JobContext, raw: &Value) -> Job {
     }
 }
 
+/// A Buddy integration when it is a Git host's (the kind a project can mirror); `None`
+/// for the others (Slack, cloud accounts, …).
+pub fn integration(raw: &Value) -> Option<Integration> {
+    let kind = raw.get("type")?.as_str()?;
+    let kind = match kind {
+        "GIT_HUB" => "github".to_owned(),
+        "GIT_LAB" => "gitlab".to_owned(),
+        "BITBUCKET" => "bitbucket".to_owned(),
+        other if other.contains("GIT") || other.contains("BITBUCKET") => {
+            other.to_ascii_lowercase().replace('_', "")
+        }
+        _ => return None,
+    };
+    Some(Integration {
+        id: raw.get("hash_id")?.as_str()?.to_owned(),
+        kind,
+        name: raw.get("name").and_then(Value::as_str).map(str::to_owned),
+        remote_data: raw_data(raw),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,5 +611,16 @@ mod tests {
         let raw = json!({"id": 9, "status": "SOMETHING_NEW"});
         let j = job(&parse(&raw), &JobContext::default(), &raw);
         assert_eq!(j.status.as_deref(), Some("SOMETHING_NEW"));
+    }
+
+    #[test]
+    fn only_git_integrations_map() {
+        let gh = serde_json::json!({"hash_id": "a1", "type": "GIT_HUB", "name": "GitHub"});
+        let i = integration(&gh).unwrap();
+        assert_eq!((i.id.as_str(), i.kind.as_str()), ("a1", "github"));
+        let ghe = serde_json::json!({"hash_id": "b2", "type": "GIT_HUB_ENTERPRISE"});
+        assert_eq!(integration(&ghe).unwrap().kind, "githubenterprise");
+        assert!(integration(&serde_json::json!({"hash_id": "c3", "type": "SLACK"})).is_none());
+        assert!(integration(&serde_json::json!({"type": "GIT_LAB"})).is_none());
     }
 }

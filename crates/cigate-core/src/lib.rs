@@ -13,7 +13,7 @@ pub mod writes;
 pub use cursor::{CursorBinding, CursorCodec};
 pub use error::{CursorError, ProviderError};
 pub use model::{
-    Branch, BranchRef, Job, PullRequest, PullRequestDescription, Repo, Step, Variable,
+    Branch, BranchRef, Integration, Job, PullRequest, PullRequestDescription, Repo, Step, Variable,
     VariableScope, Workflow, Workspace,
 };
 pub use provider::{
@@ -22,6 +22,6 @@ pub use provider::{
 };
 pub use secret::Secret;
 pub use writes::{
-    JobLog, JobLogs, JobOperation, JobRun, ProviderWrites, RunVariable, VariableInput,
+    JobLog, JobLogs, JobOperation, JobRun, ProviderWrites, RepoInput, RunVariable, VariableInput,
     WorkflowInput,
 };

@@ -338,6 +338,23 @@ pub struct Job {
     pub remote_data: Option<serde_json::Value>,
 }
 
+/// A Git integration of the account (GitHub, GitLab, Bitbucket, …), to create repos
+/// mirrored from it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
+#[schema(example = json!({"id": "a1b2c3d4", "type": "github", "name": "GitHub (acme)"}))]
+pub struct Integration {
+    /// Pass as `integration` when creating a repo.
+    pub id: String,
+    /// `github`, `gitlab`, `bitbucket`, else the provider's own kind, lower-cased.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub remote_data: Option<serde_json::Value>,
+}
+
 /// Where a variable lives: the narrowest of workspace, repo (Buddy project) and workflow.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
 #[schema(example = json!({"type": "repo", "workspace": "acme", "repo": "company-website"}))]

@@ -292,6 +292,113 @@ impl VariableInput {
     }
 }
 
+/// A repo (Buddy project) to create, or the fields of one to change (absent =
+/// unchanged). Its Git source, on creation only: none (the provider hosts the Git
+/// repository), a Git integration of the account (`integration` + `external_repo`), or
+/// any Git URL (`git_url` with `git_username`/`git_password`, write-only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "shop-api", "display_name": "Shop API", "integration": "a1b2c3", "external_repo": "acme/shop-api"}))]
+pub struct RepoInput {
+    /// The id used in paths (a slug); made from `display_name` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The human name; required to create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// A Git integration's id (`GET /unified/ci-cd/integrations`), with `external_repo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration: Option<String>,
+    /// The repository at the integration's Git host, e.g. `owner/repo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_repo: Option<String>,
+    /// Any Git repository's URL (instead of an integration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_username: Option<String>,
+    /// Write-only: never returned or logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub git_password: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
+    /// `private` or `public`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
+    /// Pull-request support (GitHub-backed repos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_pull_requests: Option<bool>,
+}
+
+impl RepoInput {
+    /// `creating` requires a display name and allows a Git source; a change may not
+    /// move the repo to another Git source.
+    pub fn validate(&self, creating: bool) -> Result<(), String> {
+        for (field, value) in [
+            ("name", &self.name),
+            ("display_name", &self.display_name),
+            ("default_branch", &self.default_branch),
+            ("integration", &self.integration),
+            ("external_repo", &self.external_repo),
+            ("git_url", &self.git_url),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(format!("`{field}` must not be empty"));
+            }
+        }
+        if let Some(name) = &self.name {
+            let ok = name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok || name.starts_with('-') || name.ends_with('-') {
+                return Err(format!(
+                    "`name` `{name}` may hold letters, digits, `-` and `_` only (no leading or trailing `-`)"
+                ));
+            }
+        }
+        if creating && self.display_name.is_none() {
+            return Err("`display_name` is required".into());
+        }
+        let integration = self.integration.is_some() || self.external_repo.is_some();
+        let custom =
+            self.git_url.is_some() || self.git_username.is_some() || self.git_password.is_some();
+        if !creating && (integration || custom) {
+            return Err(
+                "a repo's Git source is set when it is created; create another repo to change it"
+                    .into(),
+            );
+        }
+        if integration && (self.integration.is_none() || self.external_repo.is_none()) {
+            return Err("`integration` and `external_repo` go together".into());
+        }
+        if integration && custom {
+            return Err("give `integration` + `external_repo` or `git_url`, not both".into());
+        }
+        if custom && self.git_url.is_none() {
+            return Err("`git_username` and `git_password` need `git_url`".into());
+        }
+        if let Some(url) = &self.git_url {
+            let scheme_ok = ["https://", "ssh://", "git@"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !scheme_ok || url.chars().any(char::is_control) {
+                return Err(format!(
+                    "`git_url` `{url}` is not a Git URL (https://, ssh:// or git@…)"
+                ));
+            }
+        }
+        if let Some(access) = &self.access {
+            if !matches!(access.as_str(), "private" | "public") {
+                return Err(format!(
+                    "`access` must be private or public, not `{access}`"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The write operations of a provider bound to one account. Every method may reach the
 /// upstream at most once per call for the write itself: no automatic retry of a write.
 #[async_trait]
@@ -352,6 +459,25 @@ pub trait ProviderWrites: Send + Sync {
     ) -> Result<GetResult, ProviderError>;
 
     async fn delete_variable(&self, scope: &ListQuery, id: &str) -> Result<(), ProviderError>;
+
+    /// Creates a repo in `scope.workspace`.
+    async fn create_repo(
+        &self,
+        scope: &ListQuery,
+        input: &RepoInput,
+    ) -> Result<GetResult, ProviderError>;
+
+    async fn update_repo(
+        &self,
+        scope: &ListQuery,
+        id: &str,
+        input: &RepoInput,
+    ) -> Result<GetResult, ProviderError>;
+
+    async fn delete_repo(&self, scope: &ListQuery, id: &str) -> Result<(), ProviderError>;
+
+    /// The Git integrations of `scope.workspace` a repo can be created from.
+    async fn list_integrations(&self, scope: &ListQuery) -> Result<Vec<Record>, ProviderError>;
 }
 
 #[cfg(test)]
@@ -418,6 +544,66 @@ mod tests {
             ..Default::default()
         };
         assert!(odd.validate(false).is_err());
+    }
+
+    #[test]
+    fn repo_validation() {
+        let ok = |json: serde_json::Value, creating: bool| {
+            serde_json::from_value::<RepoInput>(json)
+                .unwrap()
+                .validate(creating)
+        };
+        assert!(ok(serde_json::json!({"display_name": "Shop API"}), true).is_ok());
+        assert!(ok(serde_json::json!({"display_name": "Shop", "integration": "a1", "external_repo": "acme/shop"}), true).is_ok());
+        assert!(ok(serde_json::json!({"display_name": "Shop", "git_url": "https://git.example/shop.git", "git_username": "u", "git_password": "p"}), true).is_ok());
+        assert!(ok(
+            serde_json::json!({"access": "public", "allow_pull_requests": true}),
+            false
+        )
+        .is_ok());
+        for (bad, creating) in [
+            (serde_json::json!({}), true),
+            (serde_json::json!({"display_name": " "}), true),
+            (
+                serde_json::json!({"display_name": "x", "name": "a/b"}),
+                true,
+            ),
+            (serde_json::json!({"display_name": "x", "name": "-a"}), true),
+            (
+                serde_json::json!({"display_name": "x", "integration": "a1"}),
+                true,
+            ),
+            (
+                serde_json::json!({"display_name": "x", "integration": "a1", "external_repo": "o/r", "git_url": "https://g/x"}),
+                true,
+            ),
+            (
+                serde_json::json!({"display_name": "x", "git_password": "p"}),
+                true,
+            ),
+            (
+                serde_json::json!({"display_name": "x", "git_url": "file:///etc"}),
+                true,
+            ),
+            (
+                serde_json::json!({"display_name": "x", "git_url": "http://plain/x"}),
+                true,
+            ),
+            (serde_json::json!({"access": "team"}), false),
+            (
+                serde_json::json!({"integration": "a1", "external_repo": "o/r"}),
+                false,
+            ),
+        ] {
+            assert!(ok(bad.clone(), creating).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_value::<RepoInput>(
+            serde_json::json!({"display_name": "x", "colour": 1})
+        )
+        .is_err());
+        // The password never shows in debug output.
+        let input: RepoInput = serde_json::from_value(serde_json::json!({"display_name": "x", "git_url": "https://g/x", "git_password": "hunter2"})).unwrap();
+        assert!(!format!("{input:?}").contains("hunter2"));
     }
 
     #[test]

@@ -622,9 +622,9 @@ async fn workflows_are_created_changed_and_deleted() {
     )
     .await;
     assert_eq!(status, 422, "{bad}");
-    // `repos` are only read: the path has GET, so POST is 405.
+    // `branches` are only read: the path has GET, so POST is 405.
     let (status, headers, refused) = send(
-        h.post(&format!("/unified/ci-cd/repos?{q}"))
+        h.post(&format!("/unified/ci-cd/branches?{q}"))
             .json(&json!({})),
     )
     .await;

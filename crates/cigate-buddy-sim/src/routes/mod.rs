@@ -39,6 +39,7 @@ pub fn api_router() -> Router<Sim> {
         .route("/workspaces", get(workspaces::list))
         .route(ws, get(workspaces::get_one))
         .route(&format!("{ws}/members"), get(workspaces::members))
+        .route(&format!("{ws}/integrations"), get(workspaces::integrations))
         .route(&format!("{ws}/members/{{id}}"), get(workspaces::member))
         .route(
             &format!("{ws}/projects"),

@@ -102,6 +102,12 @@ fn apply_project_fields(p: &mut Project, body: &Value) -> ApiResult<()> {
     if let Some(v) = o.get("allow_pull_requests").and_then(Value::as_bool) {
         p.allow_pull_requests = v;
     }
+    if let Some(v) = o.get("default_branch").and_then(Value::as_str) {
+        if !p.branches.iter().any(|b| b.name == v) {
+            return Err(SimError::Validation(format!("Branch {v} does not exist.")));
+        }
+        p.default_branch = v.to_string();
+    }
     if let Some(v) = o.get("fetch_submodules").and_then(Value::as_bool) {
         p.fetch_submodules = v;
     }
@@ -144,6 +150,32 @@ pub async fn create(
         .get("external_project_id")
         .and_then(Value::as_str)
         .map(str::to_string);
+    // A mirrored project names a Git integration of the workspace.
+    if let Some(hash) = body
+        .get("integration")
+        .map(|i| i.get("hash_id").and_then(Value::as_str))
+    {
+        let known = hash.is_some_and(|h| {
+            crate::routes::workspaces::integrations_of(&ws)
+                .iter()
+                .any(|i| i["hash_id"] == h && i["type"] == "GIT_HUB")
+        });
+        if !known {
+            return Err(SimError::Validation("Integration not found.".into()));
+        }
+        if github.is_none() {
+            return Err(SimError::Validation(
+                "external_project_id is required.".into(),
+            ));
+        }
+    }
+    if let Some(url) = body.get("custom_repo_url") {
+        if url.as_str().is_none_or(|u| {
+            !(u.starts_with("https://") || u.starts_with("ssh://") || u.starts_with("git@"))
+        }) {
+            return Err(SimError::Validation("custom_repo_url is invalid.".into()));
+        }
+    }
     let without_repository = body
         .get("without_repository")
         .and_then(Value::as_bool)

@@ -137,3 +137,48 @@ pub async fn member(
         Ok(Json(render::member_detail(urls, &ws, m, with_email)))
     })
 }
+
+/// A workspace's integrations: one GitHub account projects can mirror, and a Slack one
+/// (not a Git host). Derived from the domain, so they need no state.
+pub fn integrations_of(ws: &str) -> Vec<Value> {
+    [("GIT_HUB", "GitHub", "gh"), ("SLACK", "Slack", "sl")]
+        .iter()
+        .map(|(kind, name, prefix)| {
+            json!({
+                "hash_id": format!("{prefix}{:x}", crate::prng::hs(ws)),
+                "name": format!("{name} ({ws})"),
+                "type": kind,
+                "auth_type": "TOKEN",
+                "scope": "WORKSPACE",
+                "all_pipelines_allowed": true,
+            })
+        })
+        .collect()
+}
+
+/// `GET /workspaces/:ws/integrations`.
+pub async fn integrations(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require("INTEGRATION_INFO")?;
+    caller.workspace_access(&sim, &ws)?;
+    sim.read(|s, urls| {
+        s.workspace(&ws)
+            .ok_or_else(|| SimError::not_found("Workspace"))?;
+        let list: Vec<Value> = integrations_of(&ws)
+            .into_iter()
+            .map(|mut i| {
+                let id = i["hash_id"].as_str().unwrap_or_default().to_owned();
+                i["url"] = json!(format!("{}/workspaces/{ws}/integrations/{id}", urls.api));
+                i["html_url"] = json!(format!("{}/{ws}/integrations/{id}", urls.html));
+                i
+            })
+            .collect();
+        Ok(Json(json!({
+            "url": format!("{}/workspaces/{ws}/integrations", urls.api),
+            "integrations": list,
+        })))
+    })
+}

@@ -10,7 +10,8 @@ use cigate_core::model::{variable_scope, workflow_trigger};
 use cigate_core::writes::priority_upper;
 use cigate_core::{
     GetResult, JobLog, JobLogs, JobOperation, JobRun, ListQuery, ProviderError, ProviderWrites,
-    RateLimit, Record, RunVariable, Variable, VariableInput, VariableScope, WorkflowInput,
+    RateLimit, Record, RepoInput, RunVariable, Variable, VariableInput, VariableScope,
+    WorkflowInput,
 };
 use futures::stream::{self, StreamExt, TryStreamExt};
 use http::Method;
@@ -28,12 +29,51 @@ const SCOPE_MANAGE: &str = "EXECUTION_MANAGE";
 const SCOPE_VARIABLE_INFO: &str = "VARIABLE_INFO";
 const SCOPE_VARIABLE_ADD: &str = "VARIABLE_ADD";
 const SCOPE_VARIABLE_MANAGE: &str = "VARIABLE_MANAGE";
+const SCOPE_PROJECT_DELETE: &str = "PROJECT_DELETE";
+const SCOPE_INTEGRATION_INFO: &str = "INTEGRATION_INFO";
 
 /// Prefix Buddy puts on the ciphertext it returns for encrypted values.
 const CIPHERTEXT_PREFIX: &str = "secure!";
 
 /// Action-execution statuses that have no log yet (or never will).
 const NO_LOG_YET: &[&str] = &["INITIAL", "ENQUEUED", "SKIPPED", "NOT_EXECUTED"];
+
+/// Buddy's project body for a create or a change (only the fields given).
+fn project_body(input: &RepoInput) -> Value {
+    let mut body = serde_json::Map::new();
+    let mut put = |key: &str, value: Value| {
+        body.insert(key.to_owned(), value);
+    };
+    if let Some(v) = &input.name {
+        put("name", json!(v));
+    }
+    if let Some(v) = &input.display_name {
+        put("display_name", json!(v));
+    }
+    if let (Some(integration), Some(repo)) = (&input.integration, &input.external_repo) {
+        put("integration", json!({ "hash_id": integration }));
+        put("external_project_id", json!(repo));
+    }
+    if let Some(url) = &input.git_url {
+        put("custom_repo_url", json!(url));
+        if let Some(user) = &input.git_username {
+            put("custom_repo_user", json!(user));
+        }
+        if let Some(pass) = &input.git_password {
+            put("custom_repo_pass", json!(pass.expose()));
+        }
+    }
+    if let Some(v) = &input.default_branch {
+        put("default_branch", json!(v));
+    }
+    if let Some(v) = &input.access {
+        put("access", json!(v.to_ascii_uppercase()));
+    }
+    if let Some(v) = input.allow_pull_requests {
+        put("allow_pull_requests", json!(v));
+    }
+    Value::Object(body)
+}
 
 fn variables_json(variables: &[RunVariable]) -> Value {
     Value::Array(
@@ -259,6 +299,13 @@ impl BuddyProvider {
         let repo = s.repo.unwrap_or_default();
         let workflow = numeric_id(s.workflow.as_deref().unwrap_or_default(), "workflow")?;
         Ok((s.workspace, repo, workflow))
+    }
+
+    fn repo_record(ws: &str, raw: Value, rate: Option<RateLimit>) -> GetResult {
+        GetResult {
+            record: Record::new(&mapping::repo(&wire::parse(&raw), Some(ws), &raw), raw),
+            rate_limit: rate,
+        }
     }
 
     fn job_record(ws: &str, repo: &str, workflow: &str, raw: Value) -> Record {
@@ -694,6 +741,76 @@ impl ProviderWrites for BuddyProvider {
         )
         .await?;
         Ok(())
+    }
+
+    async fn create_repo(
+        &self,
+        scope: &ListQuery,
+        input: &RepoInput,
+    ) -> Result<GetResult, ProviderError> {
+        let call = Call::new(self, scope);
+        let s = self.scope(&call, scope, None, false).await?;
+        let body = project_body(input);
+        let path = format!("{}/projects", ws_path(&s.workspace));
+        let (raw, rate) = self
+            .send(Method::POST, &path, Some(&body), SCOPE_WORKSPACE)
+            .await?;
+        Ok(Self::repo_record(&s.workspace, raw, rate))
+    }
+
+    async fn update_repo(
+        &self,
+        scope: &ListQuery,
+        id: &str,
+        input: &RepoInput,
+    ) -> Result<GetResult, ProviderError> {
+        let call = Call::new(self, scope);
+        let s = self.scope(&call, scope, None, false).await?;
+        let body = project_body(input);
+        let (raw, rate) = self
+            .send(
+                Method::PATCH,
+                &project_path(&s.workspace, id),
+                Some(&body),
+                SCOPE_WORKSPACE,
+            )
+            .await?;
+        Ok(Self::repo_record(&s.workspace, raw, rate))
+    }
+
+    async fn delete_repo(&self, scope: &ListQuery, id: &str) -> Result<(), ProviderError> {
+        let call = Call::new(self, scope);
+        let s = self.scope(&call, scope, None, false).await?;
+        self.send(
+            Method::DELETE,
+            &project_path(&s.workspace, id),
+            None,
+            SCOPE_PROJECT_DELETE,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn list_integrations(&self, scope: &ListQuery) -> Result<Vec<Record>, ProviderError> {
+        let call = Call::new(self, scope);
+        let s = self.scope(&call, scope, None, false).await?;
+        let body = call
+            .get(
+                &format!("{}/integrations", ws_path(&s.workspace)),
+                &[],
+                SCOPE_INTEGRATION_INFO,
+            )
+            .await?;
+        Ok(body
+            .get("integrations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|raw| {
+                let integration = mapping::integration(raw)?;
+                Some(Record::new(&integration, raw.clone()))
+            })
+            .collect())
     }
 }
 

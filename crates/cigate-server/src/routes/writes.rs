@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use cigate_core::model::job_status;
 use cigate_core::{
-    JobLog, JobLogs, JobOperation, JobRun, ListQuery, Provider, ProviderError, Resource,
+    JobLog, JobLogs, JobOperation, JobRun, ListQuery, Provider, ProviderError, RepoInput, Resource,
     RunVariable, VariableInput, WorkflowInput,
 };
 
@@ -46,6 +46,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/unified/ci-cd/variables",
             get(list_variables).post(create_variable),
         )
+        .route("/unified/ci-cd/integrations", get(list_integrations))
         .route(
             "/unified/ci-cd/variables/{id}",
             get(get_variable)
@@ -137,8 +138,13 @@ async fn create(
     query: QueryPairs,
     body: Bytes,
 ) -> ApiResult<Response> {
-    match writable_by("POST", &resource, &[Resource::Jobs, Resource::Workflows])? {
+    match writable_by(
+        "POST",
+        &resource,
+        &[Resource::Jobs, Resource::Workflows, Resource::Repos],
+    )? {
         Resource::Jobs => run_job(state, caller, query, body).await,
+        Resource::Repos => create_repo(state, caller, query, required_json(&body)?).await,
         _ => {
             let input: WorkflowInput = optional_json(&body)?.unwrap_or_default();
             create_workflow(state, caller, query, input).await
@@ -620,7 +626,10 @@ pub async fn update(
     query: QueryPairs,
     body: Bytes,
 ) -> ApiResult<Response> {
-    writable_by("PATCH", &resource, &[Resource::Workflows])?;
+    if writable_by("PATCH", &resource, &[Resource::Workflows, Resource::Repos])? == Resource::Repos
+    {
+        return update_repo(state, caller, query, id, required_json(&body)?).await;
+    }
     let input: WorkflowInput = required_json(&body)?;
     input.validate(false).map_err(invalid)?;
     let target = Target::load(&state, &caller, &query).await?;
@@ -654,7 +663,10 @@ pub async fn remove(
     ApiPath((resource, id)): ApiPath<(String, String)>,
     query: QueryPairs,
 ) -> ApiResult<StatusCode> {
-    writable_by("DELETE", &resource, &[Resource::Workflows])?;
+    if writable_by("DELETE", &resource, &[Resource::Workflows, Resource::Repos])? == Resource::Repos
+    {
+        return delete_repo(state, caller, query, id).await;
+    }
     let target = Target::load(&state, &caller, &query).await?;
     target
         .write(|p, scope| {
@@ -663,6 +675,137 @@ pub async fn remove(
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- repos ----------------------------------------------------------------------------
+
+#[utoipa::path(post, path = "/unified/ci-cd/repos", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Create a repo",
+    description = "Creates a Buddy project: Buddy-hosted Git (no source given), mirrored from a Git integration of the workspace (`integration` from `GET /unified/ci-cd/integrations`, and `external_repo` such as `owner/repo`), or any Git URL (`git_url`, with `git_username` and the write-only `git_password`).",
+    params(("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first answer and reaches Buddy once")),
+    request_body = RepoInput,
+    responses(
+        (status = 201, description = "the new repo", body = cigate_core::model::Repo),
+        (status = 400, description = "a missing or invalid parameter, or Buddy refused the repo (`type` `/problems/remote-error`, Buddy's reason in `detail`: a name taken, an unknown integration)"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or workspace"),
+        (status = 409, description = "a request with this Idempotency-Key is still in progress"),
+        (status = 422, description = "an invalid body, or the Idempotency-Key was used with another request"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
+pub async fn create_repo(
+    state: AppState,
+    caller: Caller,
+    query: QueryPairs,
+    input: RepoInput,
+) -> ApiResult<Response> {
+    input.validate(true).map_err(invalid)?;
+    let target = Target::load(&state, &caller, &query).await?;
+    let found = target
+        .write(|p, scope| {
+            let input = &input;
+            async move { writes_of(&*p)?.create_repo(scope, input).await }
+        })
+        .await?;
+    record_response(StatusCode::CREATED, found, &query)
+}
+
+#[utoipa::path(patch, path = "/unified/ci-cd/repos/{id}", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Change a repo",
+    description = "Renames a repo (`name`, `display_name`) or changes its default branch, access or pull-request support; its Git source stays.",
+    params(("id" = String, Path, description = "the repo's id (Buddy project name)", example = "shop-api"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first answer and reaches Buddy once")),
+    request_body = RepoInput,
+    responses(
+        (status = 200, description = "the repo after the change", body = cigate_core::model::Repo),
+        (status = 400, description = "a missing or invalid parameter, or Buddy refused the change (its reason in `detail`)"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or repo"),
+        (status = 409, description = "a request with this Idempotency-Key is still in progress"),
+        (status = 422, description = "an invalid body, or the Idempotency-Key was used with another request"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
+pub async fn update_repo(
+    state: AppState,
+    caller: Caller,
+    query: QueryPairs,
+    id: String,
+    input: RepoInput,
+) -> ApiResult<Response> {
+    cigate_core::params::check_identifier("id", &id)?;
+    input.validate(false).map_err(invalid)?;
+    let target = Target::load(&state, &caller, &query).await?;
+    let found = target
+        .write(|p, scope| {
+            let (id, input) = (&id, &input);
+            async move { writes_of(&*p)?.update_repo(scope, id, input).await }
+        })
+        .await?;
+    record_response(StatusCode::OK, found, &query)
+}
+
+#[utoipa::path(delete, path = "/unified/ci-cd/repos/{id}", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Delete a repo",
+    description = "Deletes the Buddy project with its pipelines and history (Buddy's `PROJECT_DELETE` scope).",
+    params(("id" = String, Path, description = "the repo's id (Buddy project name)", example = "shop-api"),
+        ("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or repo"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
+pub async fn delete_repo(
+    state: AppState,
+    caller: Caller,
+    query: QueryPairs,
+    id: String,
+) -> ApiResult<StatusCode> {
+    cigate_core::params::check_identifier("id", &id)?;
+    let target = Target::load(&state, &caller, &query).await?;
+    target
+        .write(|p, scope| {
+            let id = &id;
+            async move { writes_of(&*p)?.delete_repo(scope, id).await }
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/unified/ci-cd/integrations", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "List Git integrations",
+    description = "The workspace's Git integrations (GitHub, GitLab, Bitbucket) a repo can be created from: pass an `id` as `integration` to `POST /unified/ci-cd/repos`.",
+    params(("integrated_account_id" = String, Query, description = "the linked account"),
+        ("workspace" = Option<String>, Query, description = "Buddy workspace domain; optional when the account has one workspace")),
+    responses(
+        (status = 200, description = "the list envelope of integrations", body = ListEnvelope<cigate_core::model::Integration>),
+        (status = 400, description = "a missing or invalid parameter"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account or workspace"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
+pub async fn list_integrations(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: QueryPairs,
+) -> ApiResult<Json<ListEnvelope<Value>>> {
+    let render = query.render_options()?;
+    let target = Target::load(&state, &caller, &query).await?;
+    let records = target
+        .write(|p, scope| async move { writes_of(&*p)?.list_integrations(scope).await })
+        .await?;
+    let items = records.iter().map(|r| r.render(&render)).collect();
+    Ok(Json(ListEnvelope::new(items, None)))
 }
 
 // ----- variables ----------------------------------------------------------------------
