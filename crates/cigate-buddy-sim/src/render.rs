@@ -248,7 +248,8 @@ pub fn pipeline(
         "creator": member_or_null(urls, ws, pl.creator),
     });
     if let Some(o) = v.as_object_mut() {
-        for (k, val) in &pl.extra {
+        // The YAML a pipeline was defined with is exported, not part of the object.
+        for (k, val) in pl.extra.iter().filter(|(k, _)| k.as_str() != "yaml") {
             o.insert(k.clone(), val.clone());
         }
         if view.v1_1 {

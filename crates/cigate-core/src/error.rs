@@ -44,6 +44,14 @@ pub enum ProviderError {
         message: String,
         body: serde_json::Value,
     },
+    /// The upstream refused the content of a write, e.g. an invalid pipeline definition
+    /// (→ 422 with the upstream's reason).
+    #[error("{message}")]
+    Rejected {
+        status: u16,
+        message: String,
+        body: serde_json::Value,
+    },
     /// The provider does not offer this operation (→ 501).
     #[error("not supported by this provider: {0}")]
     Unsupported(String),

@@ -197,11 +197,31 @@ pub struct WorkflowInput {
     pub priority: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+    /// The whole workflow as the provider's pipeline YAML (Buddy's `- pipeline: …`),
+    /// instead of the fields above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yaml: Option<String>,
 }
 
 impl WorkflowInput {
-    /// `creating` requires a name; the trigger/branch/refs/cron combination must make sense.
+    /// `creating` requires a name (or `yaml`); the trigger/branch/refs/cron combination
+    /// must make sense; `yaml` comes alone.
     pub fn validate(&self, creating: bool) -> Result<(), String> {
+        if let Some(yaml) = &self.yaml {
+            if yaml.trim().is_empty() {
+                return Err("`yaml` must not be empty".into());
+            }
+            let alone = WorkflowInput {
+                yaml: None,
+                ..self.clone()
+            } == WorkflowInput::default();
+            if !alone {
+                return Err(
+                    "`yaml` describes the whole workflow: send it without the other fields".into(),
+                );
+            }
+            return Ok(());
+        }
         match &self.name {
             Some(n) if n.trim().is_empty() => return Err("`name` must not be empty".into()),
             None if creating => return Err("`name` is required".into()),
@@ -476,6 +496,9 @@ pub trait ProviderWrites: Send + Sync {
 
     async fn delete_repo(&self, scope: &ListQuery, id: &str) -> Result<(), ProviderError>;
 
+    /// The workflow's definition as the provider's pipeline YAML.
+    async fn workflow_yaml(&self, scope: &ListQuery, id: &str) -> Result<String, ProviderError>;
+
     /// The Git integrations of `scope.workspace` a repo can be created from.
     async fn list_integrations(&self, scope: &ListQuery) -> Result<Vec<Record>, ProviderError>;
 }
@@ -604,6 +627,25 @@ mod tests {
         // The password never shows in debug output.
         let input: RepoInput = serde_json::from_value(serde_json::json!({"display_name": "x", "git_url": "https://g/x", "git_password": "hunter2"})).unwrap();
         assert!(!format!("{input:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn yaml_comes_alone() {
+        let yaml = WorkflowInput {
+            yaml: Some("- pipeline: build\n  actions: []\n".into()),
+            ..WorkflowInput::default()
+        };
+        assert!(yaml.validate(true).is_ok());
+        let mixed = WorkflowInput {
+            name: Some("x".into()),
+            ..yaml.clone()
+        };
+        assert!(mixed.validate(true).is_err());
+        let empty = WorkflowInput {
+            yaml: Some("  ".into()),
+            ..WorkflowInput::default()
+        };
+        assert!(empty.validate(false).is_err());
     }
 
     #[test]

@@ -77,6 +77,14 @@ pub enum ApiError {
         message: String,
         body: Value,
     },
+    /// Buddy refused the content of a write (an invalid pipeline YAML): 422 with its
+    /// reason.
+    #[error("Buddy refused it: {message}")]
+    Rejected {
+        upstream_status: u16,
+        message: String,
+        body: Value,
+    },
     /// The `Idempotency-Key` was first used with another request (method, path, query
     /// or body).
     #[error("this Idempotency-Key was used with a different request; use a new key")]
@@ -180,7 +188,7 @@ impl ApiError {
             | Self::Busy(_)
             | Self::IdempotencyOutcomeUnknown { .. } => StatusCode::CONFLICT,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::IdempotencyKeyReused | Self::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -206,6 +214,7 @@ impl ApiError {
             Self::Remote { .. } | Self::MissingScope { .. } => "/problems/remote-error",
             Self::CredentialRejected { .. } => "/problems/credential-rejected",
             Self::Conflict { .. } => "/problems/conflict",
+            Self::Rejected { .. } => "/problems/upstream-rejected",
             Self::IdempotencyKeyReused => "/problems/idempotency-key-reused",
             Self::IdempotencyInProgress => "/problems/idempotency-key-in-progress",
             Self::IdempotencyOutcomeUnknown { .. } => "/problems/idempotency-outcome-unknown",
@@ -287,6 +296,11 @@ impl IntoResponse for ApiError {
                 ..
             }
             | Self::Conflict {
+                upstream_status: upstream,
+                body: raw,
+                ..
+            }
+            | Self::Rejected {
                 upstream_status: upstream,
                 body: raw,
                 ..
@@ -428,6 +442,15 @@ impl From<ProviderError> for ApiError {
                 message,
                 body,
             } => Self::Conflict {
+                upstream_status: status,
+                message,
+                body,
+            },
+            ProviderError::Rejected {
+                status,
+                message,
+                body,
+            } => Self::Rejected {
                 upstream_status: status,
                 message,
                 body,

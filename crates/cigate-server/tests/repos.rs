@@ -152,3 +152,79 @@ async fn repos_are_created_from_every_git_source_changed_and_deleted() {
         "{ids:?}"
     );
 }
+
+/// Workflows as code: created and changed from Buddy's pipeline YAML, read back as
+/// YAML; a definition Buddy refuses is a 422 with its reason, and nothing is created.
+#[tokio::test]
+async fn workflows_are_created_changed_and_exported_as_yaml() {
+    let h = Harness::start(Backend::Sqlite).await.unwrap();
+    let account = h.link().await;
+    let ws = h.sim.sim().workspace_domains()[0].clone();
+    let repo = h.sim.sim().project_names(&ws)[0].clone();
+    let q = format!("integrated_account_id={account}&workspace={ws}&repo={repo}");
+    let count = |v: &Value| v["result"].as_array().map_or(0, Vec::len);
+    let (_, before) = h.get_json(&format!("/unified/ci-cd/workflow?{q}")).await;
+
+    let yaml = "- pipeline: deploy_shop\n  name: Deploy shop\n  refs:\n  - refs/heads/main\n  actions:\n  - action: Deploy\n    type: BUILD\n";
+    let (status, created) = send(
+        h.post(&format!("/unified/ci-cd/workflow?{q}"))
+            .json(&json!({ "yaml": yaml })),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["name"], "Deploy shop");
+    assert_eq!(created["refs"], json!(["refs/heads/main"]));
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // Read back as YAML.
+    let response = h
+        .get(&format!("/unified/ci-cd/workflow/{id}?{q}&format=yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/yaml"));
+    assert_eq!(response.text().await.unwrap(), yaml);
+
+    // Changed from YAML.
+    let changed_yaml = yaml.replace("Deploy shop", "Deploy shop (EU)");
+    let (status, changed) = send(
+        h.http
+            .patch(h.url(&format!("/unified/ci-cd/workflow/{id}?{q}")))
+            .bearer_auth(&h.api_token)
+            .json(&json!({ "yaml": changed_yaml })),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["name"], "Deploy shop (EU)");
+
+    // A definition Buddy refuses: 422 with Buddy's reason, nothing created.
+    let (status, refused) = send(
+        h.post(&format!("/unified/ci-cd/workflow?{q}"))
+            .json(&json!({ "yaml": "- pipeline: broken\n  actions: nope\n" })),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["type"], "/problems/upstream-rejected");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("actions"),
+        "{refused}"
+    );
+    let (_, after) = h.get_json(&format!("/unified/ci-cd/workflow?{q}")).await;
+    assert_eq!(count(&after), count(&before) + 1);
+
+    // `yaml` comes alone, and `format` is json or yaml.
+    let (status, _) = send(
+        h.post(&format!("/unified/ci-cd/workflow?{q}"))
+            .json(&json!({ "yaml": yaml, "name": "x" })),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _) = h
+        .get_json(&format!("/unified/ci-cd/workflow/{id}?{q}&format=xml"))
+        .await;
+    assert_eq!(status, 400);
+}

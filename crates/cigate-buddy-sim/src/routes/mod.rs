@@ -29,7 +29,7 @@ pub fn created(body: Value) -> Response {
 }
 
 pub fn api_router() -> Router<Sim> {
-    use axum::routing::{patch, post};
+    use axum::routing::post;
     let ws = "/workspaces/{ws}";
     let proj = "/workspaces/{ws}/projects/{project}";
     let pl = "/workspaces/{ws}/projects/{project}/pipelines/{pipeline}";
@@ -99,7 +99,14 @@ pub fn api_router() -> Router<Sim> {
                 .patch(pipelines::update)
                 .delete(pipelines::delete),
         )
-        .route(&format!("{pl}/yaml"), patch(pipelines::update_yaml))
+        .route(
+            &format!("{pl}/yaml"),
+            get(pipelines::export_yaml).patch(pipelines::update_yaml),
+        )
+        .route(
+            &format!("{proj}/pipelines/yaml"),
+            post(pipelines::create_yaml),
+        )
         .route(&format!("{pl}/actions"), get(pipelines::actions))
         .route(&format!("{pl}/actions/{{action}}"), get(pipelines::action))
         .route(

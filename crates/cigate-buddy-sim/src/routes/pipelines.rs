@@ -219,6 +219,104 @@ fn get_json(sim: &Sim, ws: &str, project: &str, id: u64, v1_1: bool) -> ApiResul
     })
 }
 
+/// The YAML of a `{"yaml"}` body: base64 as Buddy documents it, or the text itself.
+fn yaml_of(body: &Value) -> ApiResult<String> {
+    use base64::Engine;
+    let text = body
+        .get("yaml")
+        .and_then(Value::as_str)
+        .ok_or_else(|| SimError::Validation("yaml is required.".into()))?;
+    Ok(base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_else(|| text.to_owned()))
+}
+
+/// The one pipeline a YAML definition describes: a list holding one mapping with a
+/// `pipeline` id, optional `name` and `refs`, and `actions`. Anything else is refused
+/// with Buddy's kind of message.
+fn parse_pipeline_yaml(yaml: &str) -> ApiResult<(String, Option<Vec<String>>)> {
+    let doc: Value = serde_norway::from_str(yaml)
+        .map_err(|e| SimError::Validation(format!("Invalid YAML: {e}")))?;
+    let list = doc.as_array().ok_or_else(|| {
+        SimError::Validation("Invalid YAML: expected a list of pipelines.".into())
+    })?;
+    let [pipeline] = list.as_slice() else {
+        return Err(SimError::Validation(
+            "Invalid YAML: exactly one pipeline expected.".into(),
+        ));
+    };
+    let id = pipeline
+        .get("pipeline")
+        .and_then(Value::as_str)
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| SimError::Validation("Invalid YAML: `pipeline` is required.".into()))?;
+    if !pipeline.get("actions").is_some_and(Value::is_array) {
+        return Err(SimError::Validation(
+            "Invalid YAML: `actions` must be a list.".into(),
+        ));
+    }
+    let name = pipeline
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(id)
+        .to_owned();
+    let refs = pipeline.get("refs").and_then(Value::as_array).map(|refs| {
+        refs.iter()
+            .filter_map(Value::as_str)
+            .map(|r| {
+                if r.starts_with("refs/") {
+                    r.to_owned()
+                } else {
+                    format!("refs/heads/{r}")
+                }
+            })
+            .collect()
+    });
+    Ok((name, refs))
+}
+
+/// `POST …/pipelines/yaml`: a pipeline from its YAML definition.
+pub async fn create_yaml(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path((ws, project)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    manage_access(&sim, &caller, &ws)?;
+    let yaml = yaml_of(&body)?;
+    let (name, refs) = parse_pipeline_yaml(&yaml)?;
+    let fields = json!({ "name": name });
+    let now = sim.now();
+    let v1_1 = caller.wants_v1_1();
+    let json = sim.write(|s, urls| {
+        let p = s
+            .workspace(&ws)
+            .and_then(|w| w.project(&project))
+            .cloned()
+            .ok_or_else(|| SimError::not_found("Project"))?;
+        let mut pl = crate::seed::build_pipeline(s, &p, 1_000_000 + s.next_pipeline_id, 0);
+        pl.create_date = now;
+        pl.refs = refs.unwrap_or_else(|| vec![format!("refs/heads/{}", p.default_branch)]);
+        pl.events = json!([]);
+        pl.trigger_conditions = json!([]);
+        apply_fields(&mut pl, &fields)?;
+        pl.identifier = crate::seed::slug(&pl.name);
+        pl.extra.insert("yaml".into(), Value::String(yaml));
+        let id = pl.id;
+        let pr = s
+            .workspace_mut(&ws)
+            .and_then(|w| w.project_mut(&project))
+            .ok_or_else(|| SimError::not_found("Project"))?;
+        pr.pipelines.push(pl);
+        let (w, p, pl) = s.find_pipeline(&ws, &project, id)?;
+        Ok(pipeline_json(s, urls, w, p, pl, v1_1))
+    })?;
+    Ok(created(json))
+}
+
+/// `PATCH …/pipelines/:id/yaml`: the pipeline replaced by its YAML definition.
 pub async fn update_yaml(
     State(sim): State<Sim>,
     caller: Caller,
@@ -227,16 +325,51 @@ pub async fn update_yaml(
 ) -> ApiResult<Json<Value>> {
     manage_access(&sim, &caller, &ws)?;
     let id: u64 = id.parse().map_err(|_| SimError::not_found("Pipeline"))?;
-    let yaml = body
-        .get("yaml")
-        .and_then(Value::as_str)
-        .ok_or_else(|| SimError::Validation("yaml is required.".into()))?
-        .to_string();
+    let yaml = yaml_of(&body)?;
+    let (name, refs) = parse_pipeline_yaml(&yaml)?;
     sim.with_pipeline_mut(&ws, &project, id, |pl| {
+        apply_fields(pl, &json!({ "name": name }))?;
+        if let Some(refs) = refs {
+            pl.refs = refs;
+        }
         pl.extra.insert("yaml".into(), Value::String(yaml));
         Ok(())
     })?;
     get_json(&sim, &ws, &project, id, caller.wants_v1_1())
+}
+
+/// `GET …/pipelines/:id/yaml`: the definition, base64 in `{"yaml"}` (the YAML it was
+/// given, else one written from the pipeline's fields).
+pub async fn export_yaml(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Path((ws, project, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    use base64::Engine;
+    caller.require_any(&["EXECUTION_INFO", "PIPELINE_READ"])?;
+    caller.workspace_access(&sim, &ws)?;
+    let id: u64 = id.parse().map_err(|_| SimError::not_found("Pipeline"))?;
+    sim.read(|s, urls| {
+        let (w, p, pl) = s.find_pipeline(&ws, &project, id)?;
+        let yaml = match pl.extra.get("yaml").and_then(Value::as_str) {
+            Some(yaml) => yaml.to_owned(),
+            None => {
+                let refs: Vec<String> = pl.refs.iter().map(|r| format!("  - {r:?}\n")).collect();
+                format!(
+                    "- pipeline: {:?}\n  name: {:?}\n  refs:\n{}  actions: []\n",
+                    pl.identifier,
+                    pl.name,
+                    refs.concat()
+                )
+            }
+        };
+        let (url, html) = urls.pipeline(&w.domain, &p.name, pl.id);
+        Ok(Json(json!({
+            "url": url,
+            "html_url": html,
+            "yaml": base64::engine::general_purpose::STANDARD.encode(yaml),
+        })))
+    })
 }
 
 pub async fn delete(

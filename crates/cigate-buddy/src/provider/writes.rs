@@ -301,6 +301,58 @@ impl BuddyProvider {
         Ok((s.workspace, repo, workflow))
     }
 
+    /// Sends pipeline YAML as Buddy takes it (base64 in `{"yaml"}`). Buddy's refusal of
+    /// the definition (400/422) is the caller's to fix: [`ProviderError::Rejected`].
+    async fn send_yaml(
+        &self,
+        method: Method,
+        path: &str,
+        yaml: &str,
+    ) -> Result<(Value, Option<RateLimit>), ProviderError> {
+        use base64::Engine;
+        let body = json!({ "yaml": base64::engine::general_purpose::STANDARD.encode(yaml) });
+        match self.send(method, path, Some(&body), SCOPE_MANAGE).await {
+            Err(ProviderError::Upstream {
+                status: status @ (400 | 422),
+                message,
+                body,
+                missing_scope: None,
+            }) => Err(ProviderError::Rejected {
+                status,
+                message,
+                body,
+            }),
+            other => other,
+        }
+    }
+
+    /// The workflow a YAML write made: Buddy's answer when it is the pipeline, else the
+    /// pipeline read again (by `id`, or the answer's).
+    async fn yaml_answer(
+        &self,
+        call: &Call<'_>,
+        ws: &str,
+        repo: &str,
+        id: Option<&str>,
+        (raw, rate): (Value, Option<RateLimit>),
+    ) -> Result<GetResult, ProviderError> {
+        let answered_id = raw
+            .get("id")
+            .map(|v| v.to_string().trim_matches('"').to_owned());
+        let raw = match (raw.get("name").is_some(), answered_id.as_deref().or(id)) {
+            (true, _) => raw,
+            (false, Some(id)) => self.pipeline_raw(call, ws, repo, id).await?,
+            (false, None) => raw,
+        };
+        Ok(GetResult {
+            record: Record::new(
+                &mapping::workflow(&wire::parse(&raw), Some(ws), Some(repo), &raw),
+                raw,
+            ),
+            rate_limit: rate,
+        })
+    }
+
     fn repo_record(ws: &str, raw: Value, rate: Option<RateLimit>) -> GetResult {
         GetResult {
             record: Record::new(&mapping::repo(&wire::parse(&raw), Some(ws), &raw), raw),
@@ -552,6 +604,13 @@ impl ProviderWrites for BuddyProvider {
         let call = Call::new(self, scope);
         let s = self.scope(&call, scope, Some("repo"), false).await?;
         let repo = s.repo.unwrap_or_default();
+        if let Some(yaml) = &input.yaml {
+            let path = format!("{}/pipelines/yaml", project_path(&s.workspace, &repo));
+            let raw = self.send_yaml(Method::POST, &path, yaml).await?;
+            return self
+                .yaml_answer(&call, &s.workspace, &repo, None, raw)
+                .await;
+        }
         let body = self
             .pipeline_body(&call, &s.workspace, &repo, input, None)
             .await?;
@@ -578,6 +637,13 @@ impl ProviderWrites for BuddyProvider {
         let s = self.scope(&call, scope, Some("repo"), false).await?;
         let repo = s.repo.unwrap_or_default();
         let id = numeric_id(id, "workflow")?;
+        if let Some(yaml) = &input.yaml {
+            let path = format!("{}/yaml", pipeline_path(&s.workspace, &repo, &id));
+            let raw = self.send_yaml(Method::PATCH, &path, yaml).await?;
+            return self
+                .yaml_answer(&call, &s.workspace, &repo, Some(&id), raw)
+                .await;
+        }
         let needs_current =
             input.trigger.is_some() || input.cron.is_some() || input.refs().is_some();
         let current = if needs_current {
@@ -789,6 +855,35 @@ impl ProviderWrites for BuddyProvider {
         )
         .await?;
         Ok(())
+    }
+
+    async fn workflow_yaml(&self, scope: &ListQuery, id: &str) -> Result<String, ProviderError> {
+        use base64::Engine;
+        let call = Call::new(self, scope);
+        let s = self.scope(&call, scope, Some("repo"), false).await?;
+        let repo = s.repo.unwrap_or_default();
+        let id = numeric_id(id, "workflow")?;
+        let path = pipeline_path(&s.workspace, &repo, &id);
+        // Today's export, then the older `?yaml=true` form of the same.
+        let body = match call
+            .get(&format!("{path}/yaml"), &[], SCOPE_EXECUTION)
+            .await
+        {
+            Err(ProviderError::Upstream { status: 404, .. }) => {
+                call.get(&path, &[("yaml", "true".to_owned())], SCOPE_EXECUTION)
+                    .await?
+            }
+            other => other?,
+        };
+        let encoded = body.get("yaml").and_then(Value::as_str).ok_or_else(|| {
+            ProviderError::Unsupported("this Buddy does not export the pipeline as YAML".into())
+        })?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        // Some answers carry the YAML as it is rather than in base64.
+        Ok(decoded.unwrap_or_else(|| encoded.to_owned()))
     }
 
     async fn list_integrations(&self, scope: &ListQuery) -> Result<Vec<Record>, ProviderError> {

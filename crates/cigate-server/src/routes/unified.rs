@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::Value;
@@ -172,13 +173,15 @@ async fn tenant_jobs(
         ("repo" = Option<String>, Query, description = "Buddy project name (alias `project`)"),
         ("project" = Option<String>, Query, description = "alias of `repo`"),
         ("workflow" = Option<String>, Query, description = "pipeline id (jobs)"),
+        ("format" = Option<String>, Query, description = "`json` (default), or `yaml` for a workflow: its definition as Buddy's pipeline YAML (`application/yaml`)"),
         ("truto_ignore_remote_data" = Option<bool>, Query, description = "drop `remote_data`"),
         ("truto_exclude_fields" = Option<String>, Query, description = "comma-separated fields to drop"),
         ("truto_response_format" = Option<String>, Query, description = "`raw` returns Buddy's object"),
         ("truto_timeout_ms" = Option<u32>, Query, minimum = 1, maximum = 300000, description = "deadline of the call, retries and rate-limit waits included"),
     ),
     responses(
-        (status = 200, description = "the bare record, of the resource's model (Workspace, Repo, Branch, PullRequest, Workflow or Job)", body = Repo),
+        (status = 200, description = "the bare record, of the resource's model (Workspace, Repo, Branch, PullRequest, Workflow or Job); with `format=yaml`, a workflow's YAML",
+            content((Repo = "application/json"), (String = "application/yaml"))),
         (status = 400, description = "a missing or invalid parameter"),
         (status = 403, description = "Buddy refused: the account's token lacks a scope"),
         (status = 404, description = "unknown resource or account, or no such object"),
@@ -190,12 +193,39 @@ pub async fn fetch(
     Extension(caller): Extension<Caller>,
     ApiPath((resource_name, id)): ApiPath<(String, String)>,
     query: QueryPairs,
-) -> ApiResult<(HeaderMap, Json<Value>)> {
+) -> ApiResult<Response> {
     let resource = resource(&resource_name)?;
     check_object_id(resource, &id)?;
     let render = query.render_options()?;
     let gateway = Gateway::for_query(&state, &caller, &query, API).await?;
     let list_query = query.list_query(&gateway.account().context)?;
+    match (resource, query.get("format")) {
+        (_, None | Some("json")) => {}
+        (Resource::Workflows, Some("yaml")) => {
+            let yaml = gateway
+                .call(|provider| {
+                    let (id, list_query) = (&id, &list_query);
+                    async move {
+                        gateway::writes_of(&*provider)?
+                            .workflow_yaml(list_query, id)
+                            .await
+                    }
+                })
+                .await?;
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/yaml; charset=utf-8"),
+            );
+            return Ok((headers, yaml).into_response());
+        }
+        (_, Some(other)) => {
+            return Err(ApiError::bad_request(
+                "/problems/invalid-parameter",
+                format!("`format` must be `json`, or `yaml` for a workflow, not `{other}`"),
+            ))
+        }
+    }
     let found = gateway
         .call(|provider| {
             let (id, list_query) = (&id, &list_query);
@@ -205,5 +235,6 @@ pub async fn fetch(
     Ok((
         gateway::rate_limit_headers(found.rate_limit.as_ref()),
         Json(found.record.render(&render)),
-    ))
+    )
+        .into_response())
 }
