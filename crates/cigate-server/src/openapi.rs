@@ -438,6 +438,8 @@ mod tests {
             ("put", "/environment-integration/buddy"),
             ("post", "/unified/ci-cd/workflow"),
             ("post", "/unified/ci-cd/variables"),
+            ("post", "/unified/ci-cd/repos"),
+            ("patch", "/unified/ci-cd/repos/{id}"),
         ] {
             assert_eq!(
                 doc["paths"][path][method]["requestBody"]["required"], true,
