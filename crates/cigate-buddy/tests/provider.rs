@@ -430,3 +430,32 @@ async fn a_list_that_never_runs_dry_is_refused_after_max_pages() {
         cigate_buddy::provider::MAX_PAGES
     );
 }
+
+/// Buddy's cloud creates workspaces in its web app only: the provider says so without
+/// calling Buddy (the URL here could not be reached).
+#[tokio::test]
+async fn buddys_cloud_does_not_create_workspaces_through_the_api() {
+    let pool = HttpPool::new(UpstreamPolicy::default()).unwrap();
+    for cloud in ["https://api.buddy.works", "https://api.eu.buddy.works"] {
+        let client = BuddyClient::new(
+            &pool,
+            Url::parse(cloud).unwrap(),
+            cigate_core::Secret::new("token"),
+        );
+        let provider = BuddyProvider::new(client);
+        let input = cigate_core::WorkspaceInput {
+            domain: "acme-eu".into(),
+            name: None,
+        };
+        let err = provider
+            .writes()
+            .unwrap()
+            .create_workspace(&input)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::NotAllowed(why) if why.contains("app.buddy.works")),
+            "{err:?}"
+        );
+    }
+}

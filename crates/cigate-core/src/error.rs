@@ -52,6 +52,10 @@ pub enum ProviderError {
         message: String,
         body: serde_json::Value,
     },
+    /// The provider does not allow this for this account, whatever the input, e.g.
+    /// creating a workspace on Buddy's cloud (→ 422 saying where to do it instead).
+    #[error("{0}")]
+    NotAllowed(String),
     /// The provider does not offer this operation (→ 501).
     #[error("not supported by this provider: {0}")]
     Unsupported(String),

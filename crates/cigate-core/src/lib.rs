@@ -23,5 +23,5 @@ pub use provider::{
 pub use secret::Secret;
 pub use writes::{
     JobLog, JobLogs, JobOperation, JobRun, ProviderWrites, RepoInput, RunVariable, VariableInput,
-    WorkflowInput,
+    WorkflowInput, WorkspaceInput,
 };

@@ -312,6 +312,39 @@ impl VariableInput {
     }
 }
 
+/// A workspace to create, where the provider allows it through its API (self-hosted
+/// Buddy; Buddy's cloud creates workspaces in its UI only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"domain": "acme-eu", "name": "Acme EU"}))]
+pub struct WorkspaceInput {
+    /// The URL handle: letters, digits, `_` and `-`, not starting or ending with `-`.
+    pub domain: String,
+    /// The display name (default: the domain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl WorkspaceInput {
+    pub fn validate(&self) -> Result<(), String> {
+        let d = &self.domain;
+        let ok = !d.is_empty()
+            && d.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !d.starts_with('-')
+            && !d.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "`domain` `{d}` may hold letters, digits, `-` and `_` only (no leading or trailing `-`)"
+            ));
+        }
+        if self.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err("`name` must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
 /// A repo (Buddy project) to create, or the fields of one to change (absent =
 /// unchanged). Its Git source, on creation only: none (the provider hosts the Git
 /// repository), a Git integration of the account (`integration` + `external_repo`), or
@@ -479,6 +512,9 @@ pub trait ProviderWrites: Send + Sync {
     ) -> Result<GetResult, ProviderError>;
 
     async fn delete_variable(&self, scope: &ListQuery, id: &str) -> Result<(), ProviderError>;
+
+    /// Creates a workspace, where the provider allows it through its API.
+    async fn create_workspace(&self, input: &WorkspaceInput) -> Result<GetResult, ProviderError>;
 
     /// Creates a repo in `scope.workspace`.
     async fn create_repo(

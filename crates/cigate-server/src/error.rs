@@ -455,6 +455,7 @@ impl From<ProviderError> for ApiError {
                 message,
                 body,
             },
+            ProviderError::NotAllowed(why) => Self::Validation(why),
             ProviderError::Unsupported(what) => Self::Unsupported(what),
             ProviderError::RateLimited { retry_after } => Self::UpstreamRateLimited {
                 retry_after_secs: retry_after_secs(retry_after),

@@ -228,3 +228,39 @@ async fn workflows_are_created_changed_and_exported_as_yaml() {
         .await;
     assert_eq!(status, 400);
 }
+
+/// Self-hosted Buddy (the simulator) creates workspaces through the API.
+#[tokio::test]
+async fn a_workspace_is_created_on_self_hosted_buddy() {
+    let h = Harness::start(Backend::Sqlite).await.unwrap();
+    let account = h.link().await;
+    let q = format!("integrated_account_id={account}");
+    let (status, created) = send(
+        h.post(&format!("/unified/ci-cd/workspaces?{q}"))
+            .json(&json!({"domain": "acme-eu", "name": "Acme EU"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["id"], "acme-eu");
+    let (_, list) = h.get_json(&format!("/unified/ci-cd/workspaces?{q}")).await;
+    assert!(
+        list["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == "acme-eu"),
+        "{list}"
+    );
+    let (status, again) = send(
+        h.post(&format!("/unified/ci-cd/workspaces?{q}"))
+            .json(&json!({"domain": "acme-eu"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{again}");
+    let (status, _) = send(
+        h.post(&format!("/unified/ci-cd/workspaces?{q}"))
+            .json(&json!({"domain": "-bad"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+}

@@ -36,7 +36,10 @@ pub fn api_router() -> Router<Sim> {
     Router::new()
         .route("/user", get(workspaces::user))
         .route("/user/token", get(workspaces::current_token))
-        .route("/workspaces", get(workspaces::list))
+        .route(
+            "/workspaces",
+            get(workspaces::list).post(workspaces::create),
+        )
         .route(ws, get(workspaces::get_one))
         .route(&format!("{ws}/members"), get(workspaces::members))
         .route(&format!("{ws}/integrations"), get(workspaces::integrations))

@@ -182,3 +182,62 @@ pub async fn integrations(
         })))
     })
 }
+
+/// `POST /workspaces` (self-hosted Buddy): a new, empty workspace owned by the first
+/// workspace's owner.
+pub async fn create(
+    State(sim): State<Sim>,
+    caller: Caller,
+    Json(body): Json<Value>,
+) -> ApiResult<axum::response::Response> {
+    caller.require("WORKSPACE")?;
+    let domain = body
+        .get("domain")
+        .and_then(Value::as_str)
+        .filter(|d| {
+            !d.is_empty()
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && !d.starts_with('-')
+                && !d.ends_with('-')
+        })
+        .ok_or_else(|| SimError::Validation("domain is invalid.".into()))?
+        .to_owned();
+    let name = body
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(&domain)
+        .to_owned();
+    let now = sim.now();
+    let json = sim.write(|s, urls| {
+        if s.workspace(&domain).is_some() {
+            return Err(SimError::Validation(format!(
+                "Workspace with domain {domain} already exists."
+            )));
+        }
+        let id = s.workspaces.iter().map(|w| w.id).max().unwrap_or(0) + 1;
+        let members = s
+            .workspaces
+            .first()
+            .and_then(|w| w.owner().cloned())
+            .into_iter()
+            .collect();
+        s.workspaces.push(crate::state::Workspace {
+            id,
+            index: 1_000_000 + id,
+            domain: domain.clone(),
+            name,
+            create_date: now,
+            api_enabled: true,
+            members,
+            projects: Vec::new(),
+            variables: Vec::new(),
+            webhooks: Vec::new(),
+        });
+        let w = s
+            .workspace(&domain)
+            .ok_or_else(|| SimError::not_found("Workspace"))?;
+        Ok(render::workspace_detail(urls, w))
+    })?;
+    Ok(crate::routes::created(json))
+}

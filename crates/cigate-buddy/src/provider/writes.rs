@@ -11,7 +11,7 @@ use cigate_core::writes::priority_upper;
 use cigate_core::{
     GetResult, JobLog, JobLogs, JobOperation, JobRun, ListQuery, ProviderError, ProviderWrites,
     RateLimit, Record, RepoInput, RunVariable, Variable, VariableInput, VariableScope,
-    WorkflowInput,
+    WorkflowInput, WorkspaceInput,
 };
 use futures::stream::{self, StreamExt, TryStreamExt};
 use http::Method;
@@ -807,6 +807,28 @@ impl ProviderWrites for BuddyProvider {
         )
         .await?;
         Ok(())
+    }
+
+    async fn create_workspace(&self, input: &WorkspaceInput) -> Result<GetResult, ProviderError> {
+        if crate::base_url::Region::of(self.client.base_url())
+            != crate::base_url::Region::SelfHosted
+        {
+            return Err(ProviderError::NotAllowed(
+                "Buddy's cloud creates workspaces in its web app only (app.buddy.works, or \
+                 app.eu.buddy.works): create the workspace there and it appears in this \
+                 account at once; self-hosted Buddy creates them through the API"
+                    .into(),
+            ));
+        }
+        let mut body = json!({ "domain": input.domain });
+        body["name"] = json!(input.name.as_deref().unwrap_or(&input.domain));
+        let (raw, rate) = self
+            .send(Method::POST, "/workspaces", Some(&body), SCOPE_WORKSPACE)
+            .await?;
+        Ok(GetResult {
+            record: Record::new(&mapping::workspace(&wire::parse(&raw), &raw), raw),
+            rate_limit: rate,
+        })
     }
 
     async fn create_repo(

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use cigate_core::model::job_status;
 use cigate_core::{
     JobLog, JobLogs, JobOperation, JobRun, ListQuery, Provider, ProviderError, RepoInput, Resource,
-    RunVariable, VariableInput, WorkflowInput,
+    RunVariable, VariableInput, WorkflowInput, WorkspaceInput,
 };
 
 use crate::auth::Caller;
@@ -141,9 +141,15 @@ async fn create(
     match writable_by(
         "POST",
         &resource,
-        &[Resource::Jobs, Resource::Workflows, Resource::Repos],
+        &[
+            Resource::Jobs,
+            Resource::Workflows,
+            Resource::Repos,
+            Resource::Workspaces,
+        ],
     )? {
         Resource::Jobs => run_job(state, caller, query, body).await,
+        Resource::Workspaces => create_workspace(state, caller, query, required_json(&body)?).await,
         Resource::Repos => create_repo(state, caller, query, required_json(&body)?).await,
         _ => {
             let input: WorkflowInput = optional_json(&body)?.unwrap_or_default();
@@ -677,7 +683,40 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-// ----- repos ----------------------------------------------------------------------------
+// ----- workspaces and repos ----------------------------------------------------------------
+
+#[utoipa::path(post, path = "/unified/ci-cd/workspaces", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
+    summary = "Create a workspace",
+    description = "Self-hosted Buddy creates workspaces through its API; on Buddy's cloud this answers 422 saying to create it in Buddy's web app.",
+    params(("integrated_account_id" = String, Query, description = "the linked account"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key returns the first answer and reaches Buddy once")),
+    request_body = WorkspaceInput,
+    responses(
+        (status = 201, description = "the new workspace", body = cigate_core::model::Workspace),
+        (status = 400, description = "a missing or invalid parameter, or Buddy refused the workspace (its reason in `detail`)"),
+        (status = 403, description = "Buddy refused: the account's token lacks a scope (`details.missing_scopes`)"),
+        (status = 404, description = "no such account"),
+        (status = 409, description = "a request with this Idempotency-Key is still in progress"),
+        (status = 422, description = "an invalid body, an account on Buddy's cloud (workspaces are created in Buddy's web app there), or the Idempotency-Key was used with another request"),
+        (status = 502, description = "Buddy failed or could not be reached"),
+        (status = 504, description = "Buddy did not answer within the deadline"),
+    ))]
+pub async fn create_workspace(
+    state: AppState,
+    caller: Caller,
+    query: QueryPairs,
+    input: WorkspaceInput,
+) -> ApiResult<Response> {
+    input.validate().map_err(invalid)?;
+    let target = Target::load(&state, &caller, &query).await?;
+    let found = target
+        .write(|p, _| {
+            let input = &input;
+            async move { writes_of(&*p)?.create_workspace(input).await }
+        })
+        .await?;
+    record_response(StatusCode::CREATED, found, &query)
+}
 
 #[utoipa::path(post, path = "/unified/ci-cd/repos", tag = crate::openapi::TAG_WRITES, security(("api_token" = [])),
     summary = "Create a repo",
