@@ -40,7 +40,7 @@ use crate::state::AppState;
     paths(
         unified::list, unified::fetch, crate::routes::analytics::metrics,
         writes::run_job, writes::operate, writes::logs, writes::create_workflow, writes::update, writes::remove,
-        writes::create_workspace, writes::create_repo, writes::update_repo, writes::delete_repo, writes::list_integrations,
+        writes::create_workspace, writes::create_repo, crate::routes::provision::provision, writes::update_repo, writes::delete_repo, writes::list_integrations,
         writes::list_variables, writes::get_variable, writes::create_variable, writes::update_variable, writes::delete_variable,
         proxy::proxy, proxy::custom,
         accounts::create, accounts::list, accounts::fetch, accounts::update, accounts::remove, accounts::refresh,
@@ -66,7 +66,10 @@ use crate::state::AppState;
         crate::routes::analytics::AccountFigures, crate::gateway::SkippedAccount,
         cigate_core::metrics::Figures, cigate_core::metrics::Percentiles,
         cigate_core::model::Variable, cigate_core::model::VariableScope, cigate_core::JobRun, cigate_core::RunVariable,
-        cigate_core::JobLog, cigate_core::WorkflowInput, cigate_core::RepoInput, cigate_core::WorkspaceInput, cigate_core::model::Integration, cigate_core::VariableInput, writes::ApproveBody,
+        cigate_core::JobLog, cigate_core::WorkflowInput, cigate_core::RepoInput, cigate_core::WorkspaceInput,
+        crate::routes::provision::Document, crate::routes::provision::RepoSpec, crate::routes::provision::WorkflowSpec,
+        crate::routes::provision::VariableSpec, crate::routes::provision::WebhookSpec, crate::routes::provision::Step,
+        crate::routes::provision::ProvisionAnswer, cigate_core::model::Integration, cigate_core::VariableInput, writes::ApproveBody,
     )),
     modifiers(&BearerAuth, &Problems),
 )]

@@ -104,6 +104,7 @@ mod keys;
 mod leases;
 mod links;
 mod model;
+mod provisioned;
 mod rate_units;
 mod sources;
 mod tokens;
@@ -126,6 +127,7 @@ pub use model::{
     Account, AccountFilter, AccountPatch, AccountStatus, ApiToken, AuthMethod, Credential,
     Environment, NewAccount, RotationReport,
 };
+pub use provisioned::Provisioned;
 pub use sources::{EventSource, PollCandidate};
 pub use webhooks::{
     AttemptOutcome, ClaimedDelivery, Delivery, DeliveryAttempt, DeliveryStatus, Event, EventFilter,

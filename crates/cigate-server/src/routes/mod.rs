@@ -15,6 +15,7 @@ pub mod badges;
 pub mod event_stream;
 pub mod feed;
 pub mod link;
+pub mod provision;
 pub mod proxy;
 pub mod unified;
 pub mod webhooks;
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .merge(unified::routes())
         .merge(writes::routes(state.clone()))
         .merge(proxy::routes(state.clone()))
+        .merge(provision::routes())
         .merge(link::api_routes())
         .merge(webhooks::routes())
         .merge(badges::routes())

@@ -201,11 +201,24 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (hook, secret) = subscribe(&state, &caller, body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(webhook_view(&hook, Some(&secret))),
+    ))
+}
+
+/// Creates a subscription after checking it (also for provisioning).
+pub(crate) async fn subscribe(
+    state: &AppState,
+    caller: &Caller,
+    body: CreateWebhook,
+) -> ApiResult<(Webhook, WebhookSecret)> {
     // The checks without I/O first; the address check resolves the host.
     let event_types = checked_types(body.event_types.unwrap_or_else(|| vec!["*".into()]))?;
     let format = checked_format(body.format.as_deref().unwrap_or("cigate"))?;
-    let target_url = checked_target(&state, &body.target_url).await?;
-    let (hook, secret) = state
+    let target_url = checked_target(state, &body.target_url).await?;
+    state
         .store
         .create_webhook(NewWebhook {
             environment_id: caller.environment_id.clone(),
@@ -218,11 +231,7 @@ pub async fn create(
             is_active: body.is_active.unwrap_or(true),
         })
         .await
-        .map_err(store_error)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(webhook_view(&hook, Some(&secret))),
-    ))
+        .map_err(store_error)
 }
 
 #[utoipa::path(get, path = "/webhook", tag = crate::openapi::TAG_EVENTS, security(("api_token" = [])),
