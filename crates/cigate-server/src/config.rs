@@ -175,6 +175,12 @@ pub struct ServerConfig {
     /// a call in flight).
     #[arg(long, env = "CIGATE_BADGE_CACHE_TTL", default_value = "15s", value_parser = parse_duration)]
     pub badge_cache_ttl: Duration,
+
+    /// PostgreSQL: how long a request waits for a database connection (while the
+    /// database is unreachable, connecting is retried this long) before it is answered
+    /// 503 with `Retry-After`.
+    #[arg(long, env = "CIGATE_DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub database_acquire_timeout: Duration,
 }
 
 /// See [`ServerConfig::rate_budget`].
@@ -282,6 +288,7 @@ impl ServerConfig {
             event_hook_repair_interval: Duration::from_secs(3600),
             webhook_disable_after: Duration::from_secs(5 * 86_400),
             rate_budget: RateBudget::Auto,
+            database_acquire_timeout: Duration::from_secs(5),
             badge_cache_ttl: Duration::from_secs(15),
         }
     }

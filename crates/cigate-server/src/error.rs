@@ -69,6 +69,10 @@ pub enum ApiError {
     InvalidPath(String),
     #[error("Buddy could not be reached: {0}")]
     UpstreamUnreachable(String),
+    /// The store (database) cannot be reached right now: 503 with `Retry-After`, so
+    /// clients and load balancers retry instead of reading it as cigate's bug.
+    #[error("the database cannot be reached right now; retry shortly")]
+    StoreUnavailable,
     /// Buddy refused a change the object's state does not allow (cancelling a finished
     /// job): 409 with Buddy's reason.
     #[error("{message}")]
@@ -196,6 +200,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -227,6 +232,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => "/problems/rate-limited",
             Self::InvalidPath(_) => "/problems/invalid-path",
             Self::UpstreamUnreachable(_) => "/problems/upstream-unreachable",
+            Self::StoreUnavailable => "/problems/store-unavailable",
             Self::Internal(_) => "/problems/internal",
         }
     }
@@ -241,6 +247,9 @@ fn remote_status(status: u16) -> StatusCode {
     }
 }
 
+/// `Retry-After` of a 503 while the store cannot be reached.
+const STORE_RETRY_AFTER_SECS: u64 = 5;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -250,6 +259,8 @@ impl IntoResponse for ApiError {
             | Self::TooManyRequests {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            // Long enough for a restart or a failover to finish.
+            Self::StoreUnavailable => Some(STORE_RETRY_AFTER_SECS),
             _ => None,
         };
         let allow = match &self {
@@ -362,6 +373,10 @@ impl From<PathRejection> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "the store cannot be reached");
+            return Self::StoreUnavailable;
+        }
         Self::Internal(err.to_string())
     }
 }
@@ -470,3 +485,23 @@ impl From<ProviderError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_store_is_a_503_with_retry_after_not_a_500() {
+        let err = ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut));
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "5");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        // Other store failures stay cigate's own.
+        let other = ApiError::from(StoreError::Corrupt("x".into())).into_response();
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

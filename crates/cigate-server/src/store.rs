@@ -40,6 +40,7 @@ pub fn key_config(config: &ServerConfig) -> Result<KeyConfig, StartError> {
 pub async fn open(config: &ServerConfig) -> Result<Store, StartError> {
     let mut options = StoreOptions::new(key_config(config)?);
     options.schema = config.database_schema.clone();
+    options.acquire_timeout = config.database_acquire_timeout;
     let store = Store::connect(&config.database_url, options).await?;
     store.migrate().await?;
     Ok(store)

@@ -155,7 +155,7 @@ pub(crate) async fn connect(url: &str, opts: &StoreOptions) -> Result<DbPool, St
             .map_err(|_| StoreError::InvalidUrl("not a valid PostgreSQL URL".into()))?;
         let mut pool_options = PgPoolOptions::new()
             .max_connections(max)
-            .acquire_timeout(Duration::from_secs(30));
+            .acquire_timeout(opts.acquire_timeout);
         if let Some(schema) = &opts.schema {
             validate_schema_name(schema)?;
             let mut conn = sqlx::PgConnection::connect_with(&options).await?;

@@ -51,10 +51,53 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
+    /// The database cannot be reached right now (down, unreachable, restarting, out of
+    /// connections): worth retrying shortly, unlike a bad query or bad data.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(err) = self else {
+            return false;
+        };
+        match err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+            // A connection that ends mid-handshake reads as a protocol error.
+            | sqlx::Error::Protocol(_) => true,
+            // PostgreSQL's connection exceptions (class 08), shutdown and "cannot
+            // connect now" (57P01–57P03), too many connections (53300).
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StoreError::Io {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::StoreError;
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_and_a_bad_query_is_not() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        for err in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(refused),
+        ] {
+            assert!(StoreError::Database(err).is_unavailable());
+        }
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::NotFound.is_unavailable());
+        assert!(!StoreError::Corrupt("x".into()).is_unavailable());
     }
 }

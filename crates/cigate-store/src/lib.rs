@@ -147,6 +147,9 @@ pub struct StoreOptions {
     pub schema: Option<String>,
     pub max_connections: u32,
     pub key: KeyConfig,
+    /// PostgreSQL only: how long a query waits for a connection (while the database is
+    /// unreachable, connecting is retried this long) before failing as unavailable.
+    pub acquire_timeout: std::time::Duration,
 }
 
 impl StoreOptions {
@@ -155,6 +158,7 @@ impl StoreOptions {
             schema: None,
             max_connections: 10,
             key,
+            acquire_timeout: std::time::Duration::from_secs(5),
         }
     }
 }

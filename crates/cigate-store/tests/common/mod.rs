@@ -52,6 +52,7 @@ impl Ctx {
             schema: self.schema.clone(),
             max_connections: 5,
             key,
+            acquire_timeout: std::time::Duration::from_secs(30),
         }
     }
 

@@ -1,0 +1,126 @@
+//! PostgreSQL unreachable behind a TCP proxy that cuts every connection: requests that
+//! need the store answer 503 problem+json with `Retry-After` (not 500, not a hang),
+//! `/readyz` fails, and everything recovers without a restart.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{postgres_url, Backend, Harness};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Forwards to PostgreSQL until cut; while cut, new connections are closed at once.
+struct Proxy {
+    port: u16,
+    open: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let (cut, _) = watch::channel(0u64);
+        let (flag, cuts) = (Arc::clone(&open), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let upstream = upstream.clone();
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, open, cut }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_a_503_and_recovers_without_a_restart() {
+    let Some(url) = postgres_url() else {
+        eprintln!("skipping: CIGATE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let parsed = url::Url::parse(&url).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap_or(5432)
+    );
+    let proxy = Proxy::start(upstream).await;
+    let mut through = parsed.clone();
+    through.set_port(Some(proxy.port)).unwrap();
+    let Some(h) = Harness::start_configured(
+        Backend::Postgres,
+        cigate_buddy_sim::SimConfig::default(),
+        |config| {
+            config.database_url = through.to_string();
+            config.database_acquire_timeout = Duration::from_secs(1);
+            // Every request goes to the store (no kept token or account).
+            config.hot_cache_ms = 0;
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let account = h.link().await;
+    let (status, _) = h.get_json(&format!("/integrated-account/{account}")).await;
+    assert_eq!(status, 200);
+
+    proxy.cut();
+    for path in [
+        format!("/integrated-account/{account}"),
+        "/integrated-account".to_owned(),
+        format!("/unified/ci-cd/workspaces?integrated_account_id={account}"),
+    ] {
+        let started = Instant::now();
+        let response = h.get(&path).send().await.unwrap();
+        let status = response.status();
+        if status != 503 {
+            panic!("{path}: {status} {}", response.text().await.unwrap());
+        }
+        assert_eq!(response.headers()["retry-after"], "5");
+        assert!(started.elapsed() < Duration::from_secs(10), "{path} hung");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["type"], "/problems/store-unavailable", "{body}");
+    }
+    let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
+    assert_ne!(ready.status(), 200);
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = h.get_json(&format!("/integrated-account/{account}")).await;
+        if status == 200 {
+            assert_eq!(body["id"], serde_json::json!(account));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
