@@ -32,6 +32,9 @@ pub enum FaultKind {
     Latency { ms: u64 },
     /// Drop the connection without sending a response.
     Reset,
+    /// Answer normally but end the connection halfway through the body (the status
+    /// and headers were sent; the body never completes).
+    ResetMidBody,
     /// Answer as if the rate-limit budget were exhausted.
     RateLimit,
     /// Answer 200 with a truncated JSON body.

@@ -79,6 +79,24 @@ pub async fn count_and_fault(State(sim): State<Sim>, req: Request, next: Next) -
             "{\"url\":\"truncated\",\"items\":[{\"id\":1,",
         )
             .into_response(),
+        Some(FaultKind::ResetMidBody) => {
+            let (mut parts, body) = next.run(req).await.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            let half = bytes.slice(..bytes.len() / 2);
+            // Chunked from here: the length would let a client tell the body short
+            // without the reset.
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            let stream = futures::stream::iter([
+                Ok(half),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected reset mid-body",
+                )),
+            ]);
+            Response::from_parts(parts, Body::from_stream(stream))
+        }
         Some(FaultKind::Reset) => {
             if let Some(ConnectInfo(conn)) = req.extensions().get::<ConnectInfo<ConnHandle>>() {
                 conn.kill();
