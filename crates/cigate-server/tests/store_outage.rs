@@ -124,3 +124,111 @@ async fn an_unreachable_database_is_a_503_and_recovers_without_a_restart() {
     let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+/// Events queued before the database went away are all delivered once it is back: the
+/// delivery worker survives the outage and the outbox loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_resumes_after_an_outage_and_loses_nothing() {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use axum::http::{HeaderMap, StatusCode};
+
+    let Some(url) = postgres_url() else {
+        eprintln!("skipping: CIGATE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let parsed = url::Url::parse(&url).unwrap();
+    let proxy = Proxy::start(format!(
+        "{}:{}",
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap_or(5432)
+    ))
+    .await;
+    let mut through = parsed.clone();
+    through.set_port(Some(proxy.port)).unwrap();
+
+    // A receiver that refuses while `failing`, and keeps the ids it accepted.
+    let failing = Arc::new(AtomicBool::new(true));
+    let accepted: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (f, a) = (Arc::clone(&failing), Arc::clone(&accepted));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap| {
+            let (f, a) = (Arc::clone(&f), Arc::clone(&a));
+            async move {
+                if f.load(Ordering::SeqCst) {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                a.lock().unwrap().insert(id);
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let Some(h) = Harness::start_configured(
+        Backend::Postgres,
+        cigate_buddy_sim::SimConfig::default(),
+        |config| {
+            config.database_url = through.to_string();
+            config.database_acquire_timeout = Duration::from_secs(1);
+            config.hot_cache_ms = 0;
+            // Retries a while apart, long enough to outlast the outage.
+            config.webhook_retry_schedule =
+                cigate_server::config::RetrySchedule(vec![Duration::from_millis(200); 100]);
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let response = h
+        .post("/webhook")
+        .json(&serde_json::json!({ "target_url": receiver }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let hook: serde_json::Value = response.json().await.unwrap();
+    let mut sent = HashSet::new();
+    for _ in 0..5 {
+        let response = h
+            .post("/webhook/test")
+            .json(&serde_json::json!({ "id": hook["id"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let event: serde_json::Value = response.json().await.unwrap();
+        sent.insert(event["id"].as_str().unwrap().to_owned());
+    }
+
+    // The outage lasts a while: the worker's attempts meet a missing database.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.restore();
+    failing.store(false, Ordering::SeqCst);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = accepted.lock().unwrap().len();
+        if got >= sent.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {} events delivered",
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accepted.lock().unwrap().len(), sent.len());
+}
