@@ -171,33 +171,47 @@ pub async fn create(
     {
         return Err(SimError::Validation("name is required.".into()));
     }
+    let json = add_pipeline(&sim, &ws, &project, caller.wants_v1_1(), |pl, p| {
+        pl.refs = vec![format!("refs/heads/{}", p.default_branch)];
+        apply_fields(pl, &body)?;
+        if body.get("identifier").is_none() {
+            pl.identifier = crate::seed::slug(&pl.name);
+        }
+        Ok(())
+    })?;
+    Ok(created(json))
+}
+
+/// A new pipeline in the project, shaped by `shape` (given the project), answered as
+/// Buddy renders it.
+fn add_pipeline(
+    sim: &Sim,
+    ws: &str,
+    project: &str,
+    v1_1: bool,
+    shape: impl FnOnce(&mut crate::state::Pipeline, &crate::state::Project) -> ApiResult<()>,
+) -> ApiResult<Value> {
     let now = sim.now();
-    let v1_1 = caller.wants_v1_1();
-    let json = sim.write(|s, urls| {
+    sim.write(|s, urls| {
         let p = s
-            .workspace(&ws)
-            .and_then(|w| w.project(&project))
+            .workspace(ws)
+            .and_then(|w| w.project(project))
             .cloned()
             .ok_or_else(|| SimError::not_found("Project"))?;
         let mut pl = crate::seed::build_pipeline(s, &p, 1_000_000 + s.next_pipeline_id, 0);
         pl.create_date = now;
-        pl.refs = vec![format!("refs/heads/{}", p.default_branch)];
         pl.events = json!([]);
         pl.trigger_conditions = json!([]);
-        apply_fields(&mut pl, &body)?;
-        if body.get("identifier").is_none() {
-            pl.identifier = crate::seed::slug(&pl.name);
-        }
+        shape(&mut pl, &p)?;
         let id = pl.id;
         let pr = s
-            .workspace_mut(&ws)
-            .and_then(|w| w.project_mut(&project))
+            .workspace_mut(ws)
+            .and_then(|w| w.project_mut(project))
             .ok_or_else(|| SimError::not_found("Project"))?;
         pr.pipelines.push(pl);
-        let (w, p, pl) = s.find_pipeline(&ws, &project, id)?;
+        let (w, p, pl) = s.find_pipeline(ws, project, id)?;
         Ok(pipeline_json(s, urls, w, p, pl, v1_1))
-    })?;
-    Ok(created(json))
+    })
 }
 
 pub async fn update(
@@ -287,31 +301,12 @@ pub async fn create_yaml(
     manage_access(&sim, &caller, &ws)?;
     let yaml = yaml_of(&body)?;
     let (name, refs) = parse_pipeline_yaml(&yaml)?;
-    let fields = json!({ "name": name });
-    let now = sim.now();
-    let v1_1 = caller.wants_v1_1();
-    let json = sim.write(|s, urls| {
-        let p = s
-            .workspace(&ws)
-            .and_then(|w| w.project(&project))
-            .cloned()
-            .ok_or_else(|| SimError::not_found("Project"))?;
-        let mut pl = crate::seed::build_pipeline(s, &p, 1_000_000 + s.next_pipeline_id, 0);
-        pl.create_date = now;
+    let json = add_pipeline(&sim, &ws, &project, caller.wants_v1_1(), |pl, p| {
         pl.refs = refs.unwrap_or_else(|| vec![format!("refs/heads/{}", p.default_branch)]);
-        pl.events = json!([]);
-        pl.trigger_conditions = json!([]);
-        apply_fields(&mut pl, &fields)?;
+        apply_fields(pl, &json!({ "name": name }))?;
         pl.identifier = crate::seed::slug(&pl.name);
         pl.extra.insert("yaml".into(), Value::String(yaml));
-        let id = pl.id;
-        let pr = s
-            .workspace_mut(&ws)
-            .and_then(|w| w.project_mut(&project))
-            .ok_or_else(|| SimError::not_found("Project"))?;
-        pr.pipelines.push(pl);
-        let (w, p, pl) = s.find_pipeline(&ws, &project, id)?;
-        Ok(pipeline_json(s, urls, w, p, pl, v1_1))
+        Ok(())
     })?;
     Ok(created(json))
 }

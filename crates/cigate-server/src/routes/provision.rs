@@ -329,15 +329,20 @@ impl Run<'_> {
         Ok(id)
     }
 
-    /// Runs one write through the account's gateway; the new or changed object's id.
-    async fn write<F, Fut>(&self, d: &Decision, f: F) -> ApiResult<String>
+    /// Runs the write a decision calls for (none when unchanged, or in a dry run)
+    /// through the account's gateway: `f` gets the provider and the object's id
+    /// (`None`: create it). The object's id after the step.
+    async fn apply<F, Fut>(&self, d: &Decision, f: F) -> ApiResult<Option<String>>
     where
-        F: Fn(std::sync::Arc<dyn cigate_core::Provider>) -> Fut,
+        F: Fn(std::sync::Arc<dyn cigate_core::Provider>, Option<String>) -> Fut,
         Fut: std::future::Future<Output = Result<cigate_core::GetResult, ProviderError>>,
     {
+        if !d.writes(self.dry_run) {
+            return Ok(d.found_id.clone());
+        }
         let found = self
             .gateway
-            .call(f)
+            .call(|p| f(p, d.found_id.clone()))
             .await
             .map_err(|e| at_step(e, d.kind, &d.shown))?;
         found
@@ -345,7 +350,7 @@ impl Run<'_> {
             .unified
             .get("id")
             .and_then(Value::as_str)
-            .map(str::to_owned)
+            .map(|id| Some(id.to_owned()))
             .ok_or_else(|| ApiError::Internal("the provider answered a write without an id".into()))
     }
 
@@ -360,30 +365,24 @@ impl Run<'_> {
             || shows("default_branch", &spec.default_branch)
             || shows("visibility", &spec.access);
         let d = self.decide("repo", &[&spec.name], &fingerprinted, found, differs)?;
-        let id = if d.writes(self.dry_run) {
-            let creating = d.found_id.is_none();
-            let input = RepoFields::of(spec).input(spec, creating);
-            input
-                .validate(creating)
-                .map_err(|e| at_step(ApiError::Validation(e), "repo", &spec.name))?;
-            let scope = self.scope(None, None);
-            let id = d.found_id.clone();
-            Some(
-                self.write(&d, |p| {
-                    let (scope, input, id) = (&scope, &input, id.clone());
-                    async move {
-                        let w = writes_of(&*p)?;
-                        match id {
-                            Some(id) => w.update_repo(scope, &id, input).await,
-                            None => w.create_repo(scope, input).await,
-                        }
+        let creating = d.found_id.is_none();
+        let input = RepoFields::of(spec).input(spec, creating);
+        input
+            .validate(creating)
+            .map_err(|e| at_step(ApiError::Validation(e), "repo", &spec.name))?;
+        let scope = self.scope(None, None);
+        let id = self
+            .apply(&d, |p, id| {
+                let (scope, input) = (&scope, &input);
+                async move {
+                    let w = writes_of(&*p)?;
+                    match id {
+                        Some(id) => w.update_repo(scope, &id, input).await,
+                        None => w.create_repo(scope, input).await,
                     }
-                })
-                .await?,
-            )
-        } else {
-            d.found_id.clone()
-        };
+                }
+            })
+            .await?;
         self.finish(d, id).await
     }
 
@@ -430,25 +429,19 @@ impl Run<'_> {
                 found.and_then(|f| f.get("trigger")).and_then(Value::as_str) != Some(t.as_str())
             });
         let d = self.decide("workflow", &[repo, &name], &fingerprinted, found, differs)?;
-        let id = if d.writes(self.dry_run) {
-            let scope = self.scope(Some(repo), None);
-            let id = d.found_id.clone();
-            Some(
-                self.write(&d, |p| {
-                    let (scope, input, id) = (&scope, &input, id.clone());
-                    async move {
-                        let w = writes_of(&*p)?;
-                        match id {
-                            Some(id) => w.update_workflow(scope, &id, input).await,
-                            None => w.create_workflow(scope, input).await,
-                        }
+        let scope = self.scope(Some(repo), None);
+        let id = self
+            .apply(&d, |p, id| {
+                let (scope, input) = (&scope, &input);
+                async move {
+                    let w = writes_of(&*p)?;
+                    match id {
+                        Some(id) => w.update_workflow(scope, &id, input).await,
+                        None => w.create_workflow(scope, input).await,
                     }
-                })
-                .await?,
-            )
-        } else {
-            d.found_id.clone()
-        };
+                }
+            })
+            .await?;
         let id = self.finish(d, id).await?;
         let scope_id = id.clone().unwrap_or_default();
         let parts = ["workflow", repo, name.as_str()];
@@ -520,24 +513,18 @@ impl Run<'_> {
                 "settable": spec.settable, "description": spec.description,
             });
             let d = self.decide("variable", &parts, &fingerprinted, found, differs)?;
-            let id = if d.writes(self.dry_run) {
-                let id = d.found_id.clone();
-                Some(
-                    self.write(&d, |p| {
-                        let (scope, input, id) = (&scope, &input, id.clone());
-                        async move {
-                            let w = writes_of(&*p)?;
-                            match id {
-                                Some(id) => w.update_variable(scope, &id, input).await,
-                                None => w.create_variable(scope, input).await,
-                            }
+            let id = self
+                .apply(&d, |p, id| {
+                    let (scope, input) = (&scope, &input);
+                    async move {
+                        let w = writes_of(&*p)?;
+                        match id {
+                            Some(id) => w.update_variable(scope, &id, input).await,
+                            None => w.create_variable(scope, input).await,
                         }
-                    })
-                    .await?,
-                )
-            } else {
-                d.found_id.clone()
-            };
+                    }
+                })
+                .await?;
             self.finish(d, id).await?;
         }
         Ok(())
