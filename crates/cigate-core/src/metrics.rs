@@ -240,6 +240,47 @@ pub fn figures<'a>(
     f
 }
 
+/// The figures of `workflows` step by step over `window`: one point per `step` from
+/// its start (the last one may be shorter), each the figures of the jobs completed in
+/// that step alone (a failure episode counts where it both starts and ends). What a
+/// chart of a window draws. A step of zero or less is one point for the whole window.
+pub fn series<'a>(
+    workflows: impl IntoIterator<Item = &'a WorkflowSamples>,
+    window: &Window,
+    step: chrono::Duration,
+) -> Vec<(Window, Figures)> {
+    let workflows: Vec<&WorkflowSamples> = workflows.into_iter().collect();
+    let step = if step > chrono::Duration::zero() {
+        step
+    } else {
+        window.to - window.from
+    };
+    let mut points = Vec::new();
+    let mut from = window.from;
+    while from < window.to {
+        let to = from
+            .checked_add_signed(step)
+            .map_or(window.to, |end| end.min(window.to));
+        let bucket = Window { from, to };
+        let parts: Vec<WorkflowSamples> = workflows
+            .iter()
+            .map(|wf| WorkflowSamples {
+                workflow: wf.workflow.clone(),
+                deploy: wf.deploy,
+                samples: wf
+                    .samples
+                    .iter()
+                    .filter(|s| bucket.contains(s.completed_at))
+                    .cloned()
+                    .collect(),
+            })
+            .collect();
+        points.push((bucket, figures(&parts, &bucket)));
+        from = to;
+    }
+    points
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +452,29 @@ mod tests {
             }
             prop_assert_eq!(f.passed + f.failed <= f.jobs_total, true);
             prop_assert!(f.mean_time_to_restore_s.is_none_or(|m| m > 0.0));
+        }
+
+        #[test]
+        fn a_series_splits_the_window_and_its_counts(
+            jobs in proptest::collection::vec((0i64..24 * 60, 0u8..3), 0..80),
+            step_min in 1i64..2000,
+        ) {
+            let samples: Vec<Sample> = jobs.iter().enumerate().map(|(i, (min, o))| {
+                sample(&i.to_string(), *min, ["passed", "failed", "cancelled"][*o as usize])
+            }).collect();
+            let wf = WorkflowSamples { workflow: "1".into(), deploy: true, samples };
+            let whole = figures([&wf], &window());
+            let points = series([&wf], &window(), chrono::Duration::minutes(step_min));
+            prop_assert_eq!(points.first().map(|(w, _)| w.from), Some(window().from));
+            prop_assert_eq!(points.last().map(|(w, _)| w.to), Some(window().to));
+            for pair in points.windows(2) {
+                prop_assert_eq!(pair[0].0.to, pair[1].0.from);
+            }
+            let sum = |f: fn(&Figures) -> u64| points.iter().map(|(_, p)| f(p)).sum::<u64>();
+            prop_assert_eq!(sum(|f| f.jobs_total), whole.jobs_total);
+            prop_assert_eq!(sum(|f| f.passed), whole.passed);
+            prop_assert_eq!(sum(|f| f.failed), whole.failed);
+            prop_assert_eq!(sum(|f| f.deployments), whole.deployments);
         }
     }
 }

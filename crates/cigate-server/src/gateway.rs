@@ -52,39 +52,82 @@ pub struct SkippedAccount {
     pub last_error: Option<String>,
 }
 
-/// Every account of `tenant` in the caller's environment, oldest first: the active
-/// ones to read, and the others to name as skipped.
-pub async fn tenant_accounts(
+/// The accounts a read across accounts covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountScope<'a> {
+    /// Every account of the caller's environment.
+    All,
+    /// Every account of one tenant.
+    Tenant(&'a str),
+    /// One account (404 when it is not the caller's).
+    Account(&'a str),
+}
+
+impl AccountScope<'_> {
+    /// The scope's name in a cursor binding, so a cursor only continues its own scope.
+    pub fn binding_key(&self) -> String {
+        match self {
+            AccountScope::All => "environment".into(),
+            AccountScope::Tenant(tenant) => format!("tenant:{tenant}"),
+            AccountScope::Account(id) => format!("account:{id}"),
+        }
+    }
+}
+
+/// Every account in `scope`, oldest first: the active ones to read, and the others to
+/// name as skipped.
+pub async fn scoped_accounts(
     state: &AppState,
     caller: &Caller,
-    tenant: &str,
+    scope: AccountScope<'_>,
 ) -> ApiResult<(Vec<Account>, Vec<SkippedAccount>)> {
-    let filter = cigate_store::AccountFilter {
-        tenant_id: Some(tenant.to_owned()),
-        ..Default::default()
+    let accounts = match scope {
+        AccountScope::Account(id) => vec![load(state, caller, id).await?],
+        AccountScope::All | AccountScope::Tenant(_) => {
+            let filter = cigate_store::AccountFilter {
+                tenant_id: match scope {
+                    AccountScope::Tenant(tenant) => Some(tenant.to_owned()),
+                    _ => None,
+                },
+                ..Default::default()
+            };
+            all_accounts(state, caller, &filter).await?
+        }
     };
-    let (mut active, mut skipped, mut after) = (Vec::new(), Vec::new(), None::<String>);
+    let (mut active, mut skipped) = (Vec::new(), Vec::new());
+    for account in accounts {
+        if account.status == AccountStatus::Active {
+            active.push(account);
+        } else {
+            skipped.push(SkippedAccount {
+                id: account.id,
+                status: account.status.as_str().to_owned(),
+                last_error: account.last_error,
+            });
+        }
+    }
+    Ok((active, skipped))
+}
+
+/// Every account of the caller's environment that `filter` lets through, oldest first.
+pub async fn all_accounts(
+    state: &AppState,
+    caller: &Caller,
+    filter: &cigate_store::AccountFilter,
+) -> ApiResult<Vec<Account>> {
+    const PAGE: u32 = 500;
+    let (mut all, mut after) = (Vec::new(), None::<String>);
     loop {
         let page = state
             .store
-            .list_accounts(&caller.environment_id, &filter, after.as_deref(), 500)
+            .list_accounts(&caller.environment_id, filter, after.as_deref(), PAGE)
             .await?;
         let last = page.last().map(Account::page_key);
-        let full = page.len() == 500;
-        for account in page {
-            if account.status == AccountStatus::Active {
-                active.push(account);
-            } else {
-                skipped.push(SkippedAccount {
-                    id: account.id,
-                    status: account.status.as_str().to_owned(),
-                    last_error: account.last_error,
-                });
-            }
-        }
+        let full = page.len() == PAGE as usize;
+        all.extend(page);
         match last {
             Some(key) if full => after = Some(key),
-            _ => return Ok((active, skipped)),
+            _ => return Ok(all),
         }
     }
 }

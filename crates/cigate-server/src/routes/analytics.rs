@@ -29,7 +29,7 @@ use cigate_store::Account;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryPairs;
-use crate::gateway::{self, Gateway, SkippedAccount};
+use crate::gateway::{self, AccountScope, Gateway, SkippedAccount};
 use crate::state::AppState;
 
 /// Named in the 400 when neither account nor tenant is given.
@@ -280,6 +280,113 @@ async fn read_account(
     Ok((out, calls))
 }
 
+/// What a metrics read gathered: the window, and each account's workflows with the
+/// samples of their jobs in it.
+pub struct Reading {
+    pub window: Window,
+    accounts: Vec<(String, Vec<Read>)>,
+    skipped: Vec<SkippedAccount>,
+    pub calls: u64,
+}
+
+/// Reads the jobs of every workflow in `scope` (narrowed by `workspace`, `repo`,
+/// `workflow`) over the window of `from`/`to`. One account is read whatever its status
+/// (its errors are the answer); a tenant's or the environment's inactive accounts are
+/// skipped and named.
+pub async fn read(
+    state: &AppState,
+    caller: &Caller,
+    scope: AccountScope<'_>,
+    query: &QueryPairs,
+) -> ApiResult<Reading> {
+    let window = window(query)?;
+    let timeout = query.timeout(state.default_timeout())?;
+    let deploy_ids: HashSet<String> = query.list("deploy_workflows").into_iter().collect();
+    let (accounts, skipped) = match scope {
+        AccountScope::Account(id) => (vec![gateway::load(state, caller, id).await?], Vec::new()),
+        _ => gateway::scoped_accounts(state, caller, scope).await?,
+    };
+    let mut calls = 0;
+    let mut per_account = Vec::new();
+    for account in &accounts {
+        let (reads, n) =
+            read_account(state, caller, account, query, &window, &deploy_ids, timeout).await?;
+        calls += n;
+        per_account.push((account.id.clone(), reads));
+    }
+    Ok(Reading {
+        window,
+        accounts: per_account,
+        skipped,
+        calls,
+    })
+}
+
+impl Reading {
+    fn all(&self) -> impl Iterator<Item = &WorkflowSamples> {
+        self.accounts
+            .iter()
+            .flat_map(|(_, reads)| reads.iter().map(|r| &r.samples))
+    }
+
+    /// The figures of everything read, one per `step` from the window's start (the last
+    /// one may be shorter): the series a chart draws.
+    pub fn series(&self, step: chrono::Duration) -> Vec<(Window, Figures)> {
+        cigate_core::metrics::series(self.all(), &self.window, step)
+    }
+
+    /// The answer of `GET /unified/ci-cd/metrics` for `scope`.
+    pub fn answer(self, scope: AccountScope<'_>) -> MetricsAnswer {
+        let total = figures(self.all(), &self.window);
+        let window = self.window;
+        let per_account = self.accounts;
+        MetricsAnswer {
+            from: window.from,
+            to: window.to,
+            integrated_account_id: match scope {
+                AccountScope::Account(id) => Some(id.to_owned()),
+                _ => None,
+            },
+            tenant_id: match scope {
+                AccountScope::Tenant(tenant) => Some(tenant.to_owned()),
+                _ => None,
+            },
+            deploy_workflows: per_account
+                .iter()
+                .flat_map(|(_, reads)| reads.iter())
+                .filter(|r| r.target.deploy)
+                .map(|r| r.target.workflow.clone())
+                .collect(),
+            figures: total,
+            accounts: (!matches!(scope, AccountScope::Account(_))).then(|| {
+                per_account
+                    .iter()
+                    .map(|(id, reads)| AccountFigures {
+                        integrated_account_id: id.clone(),
+                        figures: figures(reads.iter().map(|r| &r.samples), &window),
+                    })
+                    .collect()
+            }),
+            workflows: per_account
+                .iter()
+                .flat_map(|(id, reads)| {
+                    reads.iter().map(|r| WorkflowFigures {
+                        integrated_account_id: id.clone(),
+                        workspace: r.target.workspace.clone(),
+                        repo: r.target.repo.clone(),
+                        workflow: r.target.workflow.clone(),
+                        name: r.target.name.clone(),
+                        deploy: r.target.deploy,
+                        figures: figures([&r.samples], &window),
+                    })
+                })
+                .collect(),
+            skipped_accounts: self.skipped,
+            upstream_calls: self.calls,
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/unified/ci-cd/metrics", tag = crate::openapi::TAG_UNIFIED, security(("api_token" = [])),
     summary = "Delivery metrics",
     description = "DORA-style figures over a window, computed from a live read of the account's (or every active account of a tenant's) jobs: jobs completed in `[from, to)`, success rate, duration and queue-time percentiles (nearest rank), deployments and their frequency, change failure rate, mean time to restore and lead time, overall, per workflow and per account. Definitions: docs/metrics.md. Only jobs inside the window are read (newest first, stopping at the first page wholly before `from`); `upstream_calls` says how many provider calls it took.",
@@ -314,13 +421,10 @@ pub async fn metrics(
     Extension(caller): Extension<Caller>,
     query: QueryPairs,
 ) -> ApiResult<(HeaderMap, Json<MetricsAnswer>)> {
-    let window = window(&query)?;
-    let timeout = query.timeout(state.default_timeout())?;
-    let deploy_ids: HashSet<String> = query.list("deploy_workflows").into_iter().collect();
     let tenant_id = query.get("tenant_id").map(str::to_owned);
-    let (accounts, skipped) = match (query.get("integrated_account_id"), &tenant_id) {
-        (Some(id), _) => (vec![gateway::load(&state, &caller, id).await?], Vec::new()),
-        (None, Some(tenant)) => gateway::tenant_accounts(&state, &caller, tenant).await?,
+    let scope = match (query.get("integrated_account_id"), &tenant_id) {
+        (Some(id), _) => AccountScope::Account(id),
+        (None, Some(tenant)) => AccountScope::Tenant(tenant),
         (None, None) => {
             return Err(ApiError::missing(
                 vec!["integrated_account_id".into(), "tenant_id".into()],
@@ -328,67 +432,9 @@ pub async fn metrics(
             ))
         }
     };
-    let mut calls = 0;
-    let mut per_account = Vec::new();
-    for account in &accounts {
-        let (reads, n) = read_account(
-            &state,
-            &caller,
-            account,
-            &query,
-            &window,
-            &deploy_ids,
-            timeout,
-        )
-        .await?;
-        calls += n;
-        per_account.push((account.id.clone(), reads));
-    }
-    let all: Vec<&WorkflowSamples> = per_account
-        .iter()
-        .flat_map(|(_, reads)| reads.iter().map(|r| &r.samples))
-        .collect();
-    let answer = MetricsAnswer {
-        from: window.from,
-        to: window.to,
-        integrated_account_id: match tenant_id {
-            None => accounts.first().map(|a| a.id.clone()),
-            Some(_) => None,
-        },
-        deploy_workflows: per_account
-            .iter()
-            .flat_map(|(_, reads)| reads.iter())
-            .filter(|r| r.target.deploy)
-            .map(|r| r.target.workflow.clone())
-            .collect(),
-        figures: figures(all.iter().copied(), &window),
-        accounts: tenant_id.is_some().then(|| {
-            per_account
-                .iter()
-                .map(|(id, reads)| AccountFigures {
-                    integrated_account_id: id.clone(),
-                    figures: figures(reads.iter().map(|r| &r.samples), &window),
-                })
-                .collect()
-        }),
-        tenant_id,
-        workflows: per_account
-            .iter()
-            .flat_map(|(id, reads)| {
-                reads.iter().map(|r| WorkflowFigures {
-                    integrated_account_id: id.clone(),
-                    workspace: r.target.workspace.clone(),
-                    repo: r.target.repo.clone(),
-                    workflow: r.target.workflow.clone(),
-                    name: r.target.name.clone(),
-                    deploy: r.target.deploy,
-                    figures: figures([&r.samples], &window),
-                })
-            })
-            .collect(),
-        skipped_accounts: skipped,
-        upstream_calls: calls,
-    };
+    let reading = read(&state, &caller, scope, &query).await?;
+    let calls = reading.calls;
+    let answer = reading.answer(scope);
     let mut headers = HeaderMap::new();
     headers.insert("x-upstream-calls", HeaderValue::from(calls));
     Ok((headers, Json(answer)))

@@ -1,6 +1,7 @@
-//! The tenant-wide job feed: `GET /unified/ci-cd/jobs?tenant_id=…` without
+//! The job feed across accounts: `GET /unified/ci-cd/jobs?tenant_id=…` without
 //! `integrated_account_id` merges the jobs of every active account of the tenant, newest
-//! first, behind one signed cursor.
+//! first, behind one signed cursor (the dashboard's timeline reads every account of the
+//! environment the same way).
 //!
 //! Each (account, workspace) is a *source*, read through the account's provider page by
 //! page (the provider's own job feed of that workspace, newest first). The cursor keeps,
@@ -23,7 +24,7 @@ use cigate_core::{ListPage, ListQuery, Record, RenderOptions, Resource};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::gateway::{self, Gateway, SkippedAccount};
+use crate::gateway::{self, AccountScope, Gateway, SkippedAccount};
 use crate::state::AppState;
 
 /// Sources read at once.
@@ -79,8 +80,8 @@ fn key(record: &Record, account: usize) -> Key {
     (at, account, id.to_owned())
 }
 
-/// Every job of the tenant feed names its account and tenant (in the raw form too).
-fn annotate(record: &mut Record, account: &str, tenant: &str) {
+/// Every job of the feed names its account and tenant (in the raw form too).
+fn annotate(record: &mut Record, account: &str, tenant: Option<&str>) {
     for value in [&mut record.unified, &mut record.raw] {
         if let Some(object) = value.as_object_mut() {
             object.insert("integrated_account_id".into(), Value::from(account));
@@ -89,10 +90,10 @@ fn annotate(record: &mut Record, account: &str, tenant: &str) {
     }
 }
 
-fn binding(caller: &Caller, tenant: &str, query: &ListQuery) -> CursorBinding {
+fn binding(caller: &Caller, scope: AccountScope<'_>, query: &ListQuery) -> CursorBinding {
     CursorBinding {
         environment_id: caller.environment_id.clone(),
-        account_id: format!("tenant:{tenant}"),
+        account_id: scope.binding_key(),
         resource: Resource::Jobs.as_str().to_owned(),
         filters: query.canonical(),
     }
@@ -177,18 +178,18 @@ async fn load(
     Ok(())
 }
 
-/// One page of the tenant's jobs, newest first.
+/// One page of the jobs of the accounts in `scope`, newest first.
 pub async fn page(
     state: &AppState,
     caller: &Caller,
-    tenant: &str,
+    scope: AccountScope<'_>,
     query: &ListQuery,
     cursor: Option<&str>,
     render: &RenderOptions,
     timeout: std::time::Duration,
 ) -> ApiResult<FeedPage> {
-    let binding = binding(caller, tenant, query);
-    let (active, skipped) = gateway::tenant_accounts(state, caller, tenant).await?;
+    let binding = binding(caller, scope, query);
+    let (active, skipped) = gateway::scoped_accounts(state, caller, scope).await?;
     let mut opened = Vec::with_capacity(active.len());
     for account in &active {
         opened.push((
@@ -196,6 +197,12 @@ pub async fn page(
             Gateway::open(state, caller, &account.id, timeout).await?,
         ));
     }
+    let tenant_of = |id: &str| {
+        active
+            .iter()
+            .find(|a| a.id == id)
+            .and_then(|a| a.tenant_id.as_deref())
+    };
     let feed = match cursor {
         Some(cursor) => {
             let position = state
@@ -262,7 +269,8 @@ pub async fn page(
             continue;
         };
         entry.src.3 += 1;
-        annotate(&mut job, &feed.a[entry.src.0], tenant);
+        let account = &feed.a[entry.src.0];
+        annotate(&mut job, account, tenant_of(account));
         items.push(job.render(render));
         if let Some(front) = buffer.items.front() {
             entry.src.4 = Some(key(front, entry.src.0));

@@ -150,7 +150,7 @@ async fn tenant_jobs(
     let page = super::feed::page(
         state,
         caller,
-        tenant,
+        crate::gateway::AccountScope::Tenant(tenant),
         &list_query,
         query.get("next_cursor"),
         render,
