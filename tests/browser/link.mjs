@@ -14,11 +14,10 @@ import { createServer } from 'node:http';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const require = createRequire(import.meta.url);
 const TIMEOUT_MS = 30_000;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 function env(name) {
   const value = process.env[name];
@@ -188,18 +187,7 @@ async function linkWithSdk(context, { linkToken, named, shots }) {
   }
 }
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const browser = await launch();
 let code = 0;
 try {
   const context = await browser.newContext({ viewport: { width: 800, height: 900 } });

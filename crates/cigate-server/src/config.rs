@@ -181,6 +181,11 @@ pub struct ServerConfig {
     /// 503 with `Retry-After`.
     #[arg(long, env = "CIGATE_DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub database_acquire_timeout: Duration,
+
+    /// How long a dashboard session (`/ui`) lasts without being used before it must
+    /// sign in again, e.g. `30m`.
+    #[arg(long, env = "CIGATE_UI_SESSION_IDLE", default_value = "30m", value_parser = parse_duration)]
+    pub ui_session_idle: Duration,
 }
 
 /// See [`ServerConfig::rate_budget`].
@@ -290,6 +295,7 @@ impl ServerConfig {
             rate_budget: RateBudget::Auto,
             database_acquire_timeout: Duration::from_secs(5),
             badge_cache_ttl: Duration::from_secs(15),
+            ui_session_idle: Duration::from_secs(30 * 60),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod html;
 pub mod idempotency;
 pub mod limits;
 pub mod linking;
@@ -32,6 +33,7 @@ pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod ui;
 pub mod watch;
 
 pub use config::ServerConfig;

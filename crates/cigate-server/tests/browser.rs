@@ -5,6 +5,10 @@
 //! a self-hosted `context.base_url`, through the SDK and through OAuth without the page
 //! asking where the account is. Screenshots of each page land in
 //! target/test-artifacts/browser.
+//!
+//! And the operator dashboard (tests/browser/ui.mjs): signing in after a wrong token,
+//! every page through the navigation with axe-core on each, the charts, a job appearing
+//! live on the timeline, signing out. Screenshots land in target/test-artifacts/ui.
 
 mod common;
 
@@ -85,10 +89,15 @@ async fn assert_works(h: &Harness, id: &str, method: &str) {
 }
 
 fn artifacts() -> PathBuf {
+    artifacts_of("browser")
+}
+
+fn artifacts_of(test: &str) -> PathBuf {
     workspace_root()
         .canonicalize()
         .unwrap()
-        .join("target/test-artifacts/browser")
+        .join("target/test-artifacts")
+        .join(test)
 }
 
 async fn run_script(dir: &Path, h: &Harness) -> Value {
@@ -174,6 +183,104 @@ async fn chromium_links_by_token_by_oauth_and_through_trutos_sdk() {
     ] {
         assert!(
             artifacts().join(format!("{name}.png")).exists(),
+            "{name} screenshot"
+        );
+    }
+}
+
+/// The first id of a unified list.
+async fn first_id(h: &Harness, path: &str) -> String {
+    let (status, body) = h.get_json(path).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body["result"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{path}: {body}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn chromium_signs_in_to_the_dashboard_and_every_page_passes_axe() {
+    let Some(dir) = browser_dir() else { return };
+    // Polling on and quick, so a job started during the run reaches the timeline.
+    let h = Harness::start_configured(Backend::Sqlite, Default::default(), |config| {
+        config.event_poll_interval = std::time::Duration::from_millis(300);
+    })
+    .await
+    .unwrap();
+    let account = h.link().await;
+    let response = h
+        .post("/webhook")
+        .json(&json!({ "target_url": "https://hooks.example.com/ops", "event_types": ["job:*"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let scope = format!("integrated_account_id={account}");
+    let workspace = first_id(&h, &format!("/unified/ci-cd/workspaces?{scope}")).await;
+    let scope = format!("{scope}&workspace={workspace}");
+    let repo = first_id(&h, &format!("/unified/ci-cd/repos?{scope}")).await;
+    let scope = format!("{scope}&repo={repo}");
+    let workflow = first_id(&h, &format!("/unified/ci-cd/workflows?{scope}")).await;
+    let run_job = format!("/unified/ci-cd/jobs?{scope}&workflow={workflow}");
+
+    let artifacts = artifacts_of("ui");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let output = tokio::process::Command::new("node")
+        .arg(dir.join("ui.mjs"))
+        .current_dir(&dir)
+        .env("CIGATE_URL", h.server.base_url())
+        .env("API_TOKEN", &h.api_token)
+        .env("RUN_JOB_PATH", run_job)
+        .env("ARTIFACTS", &artifacts)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the dashboard script failed (screenshots in {}):\n{}\n{stdout}",
+        artifacts.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    let out: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+
+    assert!(
+        out["wrong_token_message"]
+            .as_str()
+            .unwrap()
+            .contains("not accepted"),
+        "{out}"
+    );
+    assert_eq!(out["cookie"]["httpOnly"], true, "{out}");
+    assert_eq!(out["cookie"]["sameSite"], "Strict", "{out}");
+    assert_eq!(out["accounts"], 1, "{out}");
+    assert_eq!(out["tenant_shown"], 1, "{out}");
+    assert!(out["timeline_rows"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(out["live_update"], true, "{out}");
+    assert!(out["charts"].as_u64().unwrap() >= 1, "{out}");
+    assert_eq!(out["subscriptions"], 1, "{out}");
+    assert!(out["deliveries"].as_u64().unwrap() >= 1, "{out}");
+    assert_eq!(out["signed_out"], true, "{out}");
+    assert_eq!(out["api_without_token"], 401, "{out}");
+    let audited: Vec<&str> = out["audits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            assert_eq!(a["serious_or_critical"], 0, "{a}");
+            a["page"].as_str().unwrap()
+        })
+        .collect();
+    for page in [
+        "sign-in", "overview", "accounts", "timeline", "metrics", "webhooks",
+    ] {
+        assert!(audited.contains(&page), "{page} audited: {out}");
+    }
+    for name in ["03-overview", "05-timeline", "07-metrics", "08-webhooks"] {
+        assert!(
+            artifacts.join(format!("{name}.png")).exists(),
             "{name} screenshot"
         );
     }

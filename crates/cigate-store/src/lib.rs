@@ -108,6 +108,7 @@ mod provisioned;
 mod rate_units;
 mod sources;
 mod tokens;
+mod ui_sessions;
 mod webhooks;
 
 use std::sync::Arc;
@@ -129,6 +130,7 @@ pub use model::{
 };
 pub use provisioned::Provisioned;
 pub use sources::{EventSource, PollCandidate};
+pub use ui_sessions::UiSession;
 pub use webhooks::{
     AttemptOutcome, ClaimedDelivery, Delivery, DeliveryAttempt, DeliveryStatus, Event, EventFilter,
     NewEvent, NewWebhook, Webhook, WebhookFormat, WebhookPatch,

@@ -915,6 +915,46 @@ impl Store {
         rows.into_iter().map(delivery_from_row).collect()
     }
 
+    /// The environment's latest deliveries, newest first. With `failing`, only those
+    /// not delivered whose last attempt failed (given up on, or waiting for a retry).
+    pub async fn recent_deliveries(
+        &self,
+        environment_id: &str,
+        failing: bool,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let rows: Vec<DeliveryRow> = on_pool!(self.pool(), p => {
+            sqlx::query_as(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
+                 WHERE webhook_id IN (SELECT id FROM webhooks WHERE environment_id = $1) \
+                 AND ($2 = 0 OR (status <> 'delivered' AND last_error IS NOT NULL)) \
+                 ORDER BY updated_at DESC, id DESC LIMIT $3"
+            ))
+            .bind(environment_id)
+            .bind(i64::from(failing))
+            .bind(i64::from(limit.clamp(1, MAX_PAGE)))
+            .fetch_all(p)
+            .await?
+        });
+        rows.into_iter().map(delivery_from_row).collect()
+    }
+
+    /// How many of the environment's deliveries are failing, as
+    /// [`Store::recent_deliveries`] with `failing` counts them.
+    pub async fn count_failing_deliveries(&self, environment_id: &str) -> Result<u64, StoreError> {
+        let count: i64 = on_pool!(self.pool(), p => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM webhook_deliveries \
+                 WHERE webhook_id IN (SELECT id FROM webhooks WHERE environment_id = $1) \
+                 AND status <> 'delivered' AND last_error IS NOT NULL",
+            )
+            .bind(environment_id)
+            .fetch_one(p)
+            .await?
+        });
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     pub async fn get_delivery(
         &self,
         webhook_id: &str,

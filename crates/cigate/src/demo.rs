@@ -210,6 +210,7 @@ fn print_calls(demo: &Demo, buddy_url: &str) {
     println!("cigate demo is running.");
     println!();
     println!("  gateway          {base_url}   (API reference: {base_url}/docs)");
+    println!("  dashboard        {base_url}/ui   (sign in with the API token)");
     println!("  Buddy simulator  {buddy_url}");
     println!("  API token        {api_token}");
     println!("  account          {account_id}   (workspace `{workspace}`)");

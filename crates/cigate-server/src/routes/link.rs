@@ -18,7 +18,7 @@ use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use chrono::Utc;
@@ -81,26 +81,13 @@ pub fn page_routes() -> Router<AppState> {
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=300"),
-            ),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            // `/link.js` is loaded by products' pages on other origins.
-            (
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            ),
-        ],
-        body,
-    )
-        .into_response()
+    let mut response = crate::html::asset(body.as_bytes(), content_type);
+    // `/link.js` is loaded by products' pages on other origins.
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
 }
 
 /// The origin browsers and callers reach us at: `CIGATE_PUBLIC_URL`, else this
@@ -381,49 +368,10 @@ struct AuthorizePage {
     url: String,
 }
 
-/// Renders a page with the Link page's security headers.
+/// Renders a page with the Link page's security headers (framing as
+/// `CIGATE_LINK_FRAME_ANCESTORS` allows).
 fn page(state: &AppState, status: StatusCode, template: &impl Template) -> Response {
-    let body = match template.render() {
-        Ok(body) => body,
-        Err(err) => {
-            tracing::error!(error = %err, "Link page template failed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
-        }
-    };
-    let ancestors: String = state
-        .config
-        .link_frame_ancestors
-        .chars()
-        .filter(|c| !matches!(c, ';' | ',' | '\r' | '\n'))
-        .collect();
-    let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-         connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors {}",
-        if ancestors.trim().is_empty() {
-            "'none'"
-        } else {
-            ancestors.trim()
-        }
-    );
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&csp) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, value);
-    }
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    response
+    crate::html::page(status, template, &state.config.link_frame_ancestors)
 }
 
 /// A page that ends the flow with an error (also delivered to a popup's opener).

@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(link::page_routes())
         .merge(crate::watch::hooks::routes())
         .merge(badges::public_routes())
+        .merge(crate::ui::routes(state.clone()))
         .merge(authed)
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)

@@ -216,6 +216,13 @@ pub async fn housekeeping(state: AppState) {
         {
             tracing::warn!(error = %err, "pruning shared rate windows failed");
         }
+        if let Err(err) = state
+            .store
+            .prune_ui_sessions(state.config.ui_session_idle)
+            .await
+        {
+            tracing::warn!(error = %err, "pruning idle dashboard sessions failed");
+        }
         match state.store.outbox_backlog().await {
             Ok((count, oldest)) => {
                 state
