@@ -89,8 +89,34 @@ async fn an_unreachable_database_is_a_503_and_recovers_without_a_restart() {
     let account = h.link().await;
     let (status, _) = h.get_json(&format!("/integrated-account/{account}")).await;
     assert_eq!(status, 200);
+    let mut scope = format!("integrated_account_id={account}");
+    for resource in ["workspaces", "repos", "workflows"] {
+        let (_, body) = h
+            .get_json(&format!("/unified/ci-cd/{resource}?{scope}"))
+            .await;
+        let id = body["result"][0]["id"].as_str().unwrap().to_owned();
+        let name = match resource {
+            "workspaces" => "workspace",
+            "repos" => "project",
+            _ => "workflow",
+        };
+        scope.push_str(&format!("&{name}={id}"));
+    }
+    let run = format!("/unified/ci-cd/jobs?{scope}");
+    let runs_at_buddy = || h.sim.sim().request_count(Some("POST"), "/workspaces");
 
     proxy.cut();
+    // A write with an Idempotency-Key while its key cannot be recorded: 503 before
+    // Buddy is asked, so nothing runs that a resend could run again.
+    let response = h
+        .post(&run)
+        .header("idempotency-key", "outage-run-1")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(runs_at_buddy(), 0, "Buddy was asked during the outage");
     for path in [
         format!("/integrated-account/{account}"),
         "/integrated-account".to_owned(),
@@ -123,6 +149,23 @@ async fn an_unreachable_database_is_a_503_and_recovers_without_a_restart() {
     }
     let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+
+    // The same key after the outage runs the job once; its resend answers the same job.
+    let mut jobs = Vec::new();
+    for _ in 0..2 {
+        let response = h
+            .post(&run)
+            .header("idempotency-key", "outage-run-1")
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.unwrap();
+        jobs.push(body["id"].clone());
+    }
+    assert_eq!(jobs[0], jobs[1]);
+    assert_eq!(runs_at_buddy(), 1);
 }
 
 /// Events queued before the database went away are all delivered once it is back: the
