@@ -8,11 +8,12 @@
 //! without criterion, for instruction counts under `valgrind --tool=callgrind` (the
 //! difference between two page counts, divided, is the cost per page).
 
-use cigate_buddy::mapping::{self, JobContext};
+use cigate_buddy::mapping::{records, JobContext};
 use cigate_buddy::wire;
-use cigate_core::{CursorBinding, CursorCodec, ListQuery, Record, RenderOptions};
+use cigate_core::{CursorBinding, CursorCodec, ListQuery, Record, RenderOptions, Rendered};
 use criterion::{black_box, Criterion, Throughput};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// Buddy's objects as its list pages return them, one realistic item per resource.
@@ -223,24 +224,25 @@ struct Envelope<T> {
 }
 
 /// One item as the provider maps it.
-fn record(kind: Kind, raw: Value, ctx: &JobContext) -> Record {
+fn record(kind: Kind, raw: Box<RawValue>, ctx: &JobContext) -> Record {
     let ws = ctx.workspace.as_deref();
     let repo = ctx.repo.as_deref();
     match kind {
-        Kind::Workspaces => Record::new(&mapping::workspace(&wire::parse(&raw), &raw), raw),
-        Kind::Repos => Record::new(&mapping::repo(&wire::parse(&raw), ws, &raw), raw),
-        Kind::Branches => Record::new(&mapping::branch(&wire::parse(&raw), repo, &raw), raw),
-        Kind::PullRequests => Record::new(&mapping::pull_request(&wire::parse(&raw), &raw), raw),
-        Kind::Workflows => Record::new(&mapping::workflow(&wire::parse(&raw), ws, repo, &raw), raw),
-        Kind::Jobs => Record::new(&mapping::job(&wire::parse(&raw), ctx, &raw), raw),
+        Kind::Workspaces => records::workspace(raw),
+        Kind::Repos => records::repo(raw, ws),
+        Kind::Branches => records::branch(raw, repo),
+        Kind::PullRequests => Record::new(records::pull_request(raw)),
+        Kind::Workflows => records::workflow(raw, ws, repo),
+        Kind::Jobs => records::job(raw, ctx),
     }
 }
 
 /// A Buddy page's bytes to the unified list envelope's bytes: what the client, the
 /// provider and the server do for one page (no I/O).
 fn unified_page(kind: Kind, bytes: &[u8], ctx: &JobContext, render: &RenderOptions) -> Vec<u8> {
-    let body: Value = serde_json::from_slice(bytes).expect("Buddy's page is JSON");
-    let result: Vec<Value> = wire::list_items(&body, kind.key())
+    let page = wire::RawPage::parse(bytes, kind.key()).expect("Buddy's page is JSON");
+    let result: Vec<Rendered> = page
+        .items
         .into_iter()
         .map(|raw| record(kind, raw, ctx).render(render))
         .collect();

@@ -6,8 +6,11 @@
 //! of an unexpected type becomes `None` instead of failing the whole page.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::de::{DeserializeOwned, Deserializer};
+use serde::de::{
+    DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Reads any JSON value and keeps it only if it converts to `T`.
@@ -136,7 +139,7 @@ pub struct Project {
     pub status: Option<String>,
     #[serde(deserialize_with = "lenient_date")]
     pub create_date: Option<DateTime<Utc>>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub created_by: Option<MemberRef>,
     pub http_repository: Option<String>,
     pub ssh_repository: Option<String>,
@@ -159,9 +162,9 @@ pub struct Commit {
     #[serde(deserialize_with = "lenient_date")]
     pub commit_date: Option<DateTime<Utc>>,
     pub message: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub author: Option<MemberRef>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub committer: Option<MemberRef>,
 }
 
@@ -173,7 +176,7 @@ pub struct Branch {
     pub name: Option<String>,
     #[serde(deserialize_with = "lenient")]
     pub default: Option<bool>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub commit: Option<Commit>,
 }
 
@@ -214,7 +217,7 @@ fn last_number_segment(url: &str) -> Option<u64> {
 pub struct PipelineEvent {
     #[serde(rename = "type")]
     pub kind: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub refs: Option<Vec<String>>,
     pub cron: Option<String>,
 }
@@ -235,9 +238,9 @@ pub struct Pipeline {
     pub trigger_mode: Option<String>,
     pub ref_name: Option<String>,
     pub ref_type: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub refs: Option<Vec<String>>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub events: Option<Vec<PipelineEvent>>,
     pub last_execution_status: Option<String>,
     pub last_execution_revision: Option<String>,
@@ -247,7 +250,7 @@ pub struct Pipeline {
     pub disabled: Option<bool>,
     #[serde(deserialize_with = "lenient")]
     pub paused: Option<bool>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub project: Option<Project>,
 }
 
@@ -307,7 +310,7 @@ pub struct ActionExecution {
     #[serde(deserialize_with = "lenient_date")]
     pub finish_date: Option<DateTime<Utc>>,
     pub error_message: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub action: Option<ActionRef>,
 }
 
@@ -345,21 +348,21 @@ pub struct Execution {
     pub clear_cache: Option<bool>,
     pub status: Option<String>,
     pub comment: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub branch: Option<RefField>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub tag: Option<RefField>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub pull_request: Option<RefField>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub to_revision: Option<Commit>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub from_revision: Option<Commit>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub creator: Option<MemberRef>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub action_executions: Option<Vec<ActionExecution>>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_nested")]
     pub pipeline: Option<PipelineRef>,
 }
 
@@ -409,6 +412,177 @@ pub fn list_items(body: &Value, key: &str) -> Vec<Value> {
 /// empty one, so one odd item never fails a page; its raw form is still returned.
 pub fn parse<T: DeserializeOwned + Default>(value: &Value) -> T {
     T::deserialize(value).unwrap_or_default()
+}
+
+/// Like [`lenient`], for objects and arrays: buffered as JSON text rather than a tree.
+/// Not for a field read inside an untagged enum (serde buffers those in a form a raw
+/// value cannot be read from, so the field would always be `None`).
+pub fn lenient_nested<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let raw = Box::<RawValue>::deserialize(deserializer)?;
+    Ok(serde_json::from_str(raw.get()).ok())
+}
+
+/// A list envelope read once: the items under its key as Buddy sent them (each parsed
+/// into its wire type by whoever maps it, and kept as `remote_data`) and the executions
+/// envelope's counters.
+#[derive(Debug, Default)]
+pub struct RawPage {
+    pub items: Vec<Box<RawValue>>,
+    pub counters: PageCounters,
+}
+
+impl RawPage {
+    /// The items under `key` (`workspaces`, `projects`, `branches`, `pull_requests`,
+    /// `pipelines`, `executions`); a body that is not an object, or whose `key` is
+    /// missing, `null` or not an array, has none.
+    pub fn parse(body: &[u8], key: &str) -> Result<RawPage, serde_json::Error> {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let page = PageSeed(key).deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(page)
+    }
+}
+
+/// One object as Buddy sent it (an empty body reads as `null`).
+pub fn raw_object(body: &[u8]) -> Result<Box<RawValue>, serde_json::Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return RawValue::from_string("null".to_owned());
+    }
+    serde_json::from_slice(body)
+}
+
+/// Parses one object from Buddy's bytes, as [`parse`] does from a tree.
+pub fn parse_raw<T: DeserializeOwned + Default>(raw: &RawValue) -> T {
+    serde_json::from_str(raw.get()).unwrap_or_default()
+}
+
+struct PageSeed<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for PageSeed<'_> {
+    type Value = RawPage;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawPage, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PageSeed<'_> {
+    type Value = RawPage;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a Buddy list envelope")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPage, A::Error> {
+        let mut page = RawPage::default();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.0 {
+                page.items = map.next_value::<Items>()?.0;
+                continue;
+            }
+            let c = &mut page.counters;
+            let counter = match key.as_str() {
+                "page" => &mut c.page,
+                "page_size" => &mut c.page_size,
+                "total_page_count" => &mut c.total_page_count,
+                "element_count" => &mut c.element_count,
+                "total_element_count" => &mut c.total_element_count,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *counter = map.next_value::<Value>()?.as_u64();
+        }
+        Ok(page)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawPage, A::Error> {
+        IgnoredAny.visit_seq(seq)?;
+        Ok(RawPage::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+}
+
+/// A list envelope's item array; anything but an array is no items.
+struct Items(Vec<Box<RawValue>>);
+
+impl<'de> Deserialize<'de> for Items {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Items, D::Error> {
+        struct ItemsVisitor;
+        impl<'de> Visitor<'de> for ItemsVisitor {
+            type Value = Items;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of objects")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element::<Box<RawValue>>()? {
+                    items.push(item);
+                }
+                Ok(Items(items))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Items, A::Error> {
+                IgnoredAny.visit_map(map)?;
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_unit<E>(self) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+        }
+        deserializer.deserialize_any(ItemsVisitor)
+    }
 }
 
 #[cfg(test)]

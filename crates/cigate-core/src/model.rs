@@ -8,7 +8,48 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use utoipa::ToSchema;
+
+/// The upstream's object as it sent it: its bytes, passed through to `remote_data`
+/// rather than rebuilt as a tree (most callers never look inside).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RemoteData(Box<RawValue>);
+
+impl RemoteData {
+    pub fn new(raw: Box<RawValue>) -> RemoteData {
+        RemoteData(raw)
+    }
+
+    /// The JSON text of a value the provider built or changed (`None` only if it cannot
+    /// be written as JSON, which a `Value` always can).
+    pub fn from_value(value: &Value) -> Option<RemoteData> {
+        serde_json::value::to_raw_value(value).ok().map(RemoteData)
+    }
+
+    /// The JSON text, exactly as the upstream sent it.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn as_raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// Parsed, for the rare caller that needs to look inside or change it.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// Equal when they mean the same JSON (whitespace and key order aside).
+impl PartialEq for RemoteData {
+    fn eq(&self, other: &RemoteData) -> bool {
+        self.get() == other.get() || self.to_value() == other.to_value()
+    }
+}
 
 /// Normalised `Job.status` / `Step.status` values.
 pub mod job_status {
@@ -78,7 +119,7 @@ pub struct Workspace {
     /// The upstream's object, unmapped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
@@ -119,7 +160,7 @@ pub struct Repo {
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
@@ -146,7 +187,7 @@ pub struct Branch {
     pub is_default: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
@@ -203,7 +244,7 @@ pub struct PullRequest {
     pub merged_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
@@ -250,7 +291,7 @@ pub struct Workflow {
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 /// One step of a job (an upstream action execution).
@@ -335,7 +376,7 @@ pub struct Job {
     pub duration_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 /// A Git integration of the account (GitHub, GitLab, Bitbucket, …), to create repos
@@ -352,7 +393,7 @@ pub struct Integration {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 /// Where a variable lives: the narrowest of workspace, repo (Buddy project) and workflow.
@@ -401,7 +442,7 @@ pub struct Variable {
     /// The upstream's object, with an encrypted value removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 #[cfg(test)]
