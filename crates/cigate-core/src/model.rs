@@ -571,8 +571,8 @@ mod rfc3339 {
             _ => {
                 put(at.second(), 2, b'.');
                 match nano {
-                    _ if nano % 1_000_000 == 0 => put(nano / 1_000_000, 3, b'Z'),
-                    _ if nano % 1_000 == 0 => put(nano / 1_000, 6, b'Z'),
+                    _ if nano.is_multiple_of(1_000_000) => put(nano / 1_000_000, 3, b'Z'),
+                    _ if nano.is_multiple_of(1_000) => put(nano / 1_000, 6, b'Z'),
                     _ => put(nano, 9, b'Z'),
                 }
             }

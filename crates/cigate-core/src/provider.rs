@@ -344,6 +344,9 @@ impl Record {
 #[derive(Debug)]
 pub struct Rendered(Shape);
 
+// `Model` is the common case and the big one; boxing it would cost an allocation per
+// item of every page.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Shape {
     Model(Unified),

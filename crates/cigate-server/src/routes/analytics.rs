@@ -228,7 +228,7 @@ async fn samples(
             };
             let latest = job.completed_at.or(job.started_at).or(job.created_at);
             reaches_window |= latest.is_none_or(|at| at >= window.from);
-            samples.extend(Sample::of(&job, window));
+            samples.extend(Sample::of(job, window));
         }
         match page.next {
             Some(next) if reaches_window => position = Some(next),
