@@ -21,13 +21,13 @@ MODES=${MODES:-auto local}
 COUNTS=${COUNTS:-1 2 3}
 PORT_BASE=${PORT_BASE:-18281}
 WORK=$(mktemp -d /tmp/cigate-instances-bench.XXXXXX)
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/cigate"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/dist/cigate"
 echo "logs: $WORK" >&2
 
 for tool in python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
-(cd "$ROOT" && cargo build --release -p cigate >&2)
+(cd "$ROOT" && cargo build --profile dist -p cigate >&2)
 
 PIDS=()
 stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; PIDS=(); }

@@ -23,14 +23,14 @@ SIM_PORT=${SIM_PORT:-18181}
 NGINX_PORT=${NGINX_PORT:-18182}
 CIGATE_PORT=${CIGATE_PORT:-18183}
 WORK=$(mktemp -d /tmp/cigate-proxy-bench.XXXXXX)
-BIN="$ROOT/target/release/cigate"
+BIN="$ROOT/target/dist/cigate"
 TICKS=$(getconf CLK_TCK)
 ulimit -n 65536 2>/dev/null || ulimit -n 4096
 
 for tool in wrk nginx python3 curl taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
-(cd "$ROOT" && cargo build --release -p cigate >&2)
+(cd "$ROOT" && cargo build --profile dist -p cigate >&2)
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }

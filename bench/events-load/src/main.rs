@@ -15,7 +15,7 @@
 //! to the gateway, which re-reads each job and delivers its events; prints the events
 //! per second and the latency from detection (the event's commit) to arrival.
 //!
-//! `cargo run --release --manifest-path bench/events-load/Cargo.toml -- outbox
+//! `cargo run --profile dist --manifest-path bench/events-load/Cargo.toml -- outbox
 //! [--events N] [--subscriptions S] [--rate R] [--instances I] [--postgres URL]`
 //! `… -- polling [--accounts A] [--seconds T] [--interval SECS]`
 //! `… -- hooks [--jobs-per-second J] [--seconds T]`

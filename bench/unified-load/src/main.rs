@@ -6,7 +6,7 @@
 //! simulator and (b) `GET /unified/ci-cd/jobs?…&limit=50` to the gateway, which makes
 //! exactly that one upstream call (checked from the simulator's counters).
 //!
-//! `cargo run --release --manifest-path bench/unified-load/Cargo.toml -- [--requests N]
+//! `cargo run --profile dist --manifest-path bench/unified-load/Cargo.toml -- [--requests N]
 //! [--concurrency C] [--warmup W]`
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -194,6 +194,28 @@ impl Upstream {
     }
 }
 
+/// One 2xx answer from Buddy with its body as sent, for callers that read it into their
+/// own types in one pass instead of through a JSON tree.
+#[derive(Debug, Clone)]
+pub struct UpstreamBytes {
+    pub body: Vec<u8>,
+    pub rate_limit: RateLimitHeaders,
+}
+
+/// An answer as read off the wire, before its body is decoded.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    rate_limit: RateLimitHeaders,
+    bytes: Vec<u8>,
+}
+
+impl Answer {
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
 /// What the token can do, learned when an account is linked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
@@ -342,6 +364,40 @@ impl BuddyClient {
         query: &[(String, String)],
         body: Option<&Value>,
     ) -> Result<Upstream, BuddyError> {
+        let answer = self.execute(method, path, query, body).await?;
+        self.decode(answer)
+    }
+
+    /// `GET path?query`, a 2xx body as Buddy sent it, anything else as
+    /// [`BuddyError::Api`].
+    pub async fn get_bytes(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<UpstreamBytes, BuddyError> {
+        let answer = self.execute(Method::GET, path, query, None).await?;
+        if answer.is_success() {
+            return Ok(UpstreamBytes {
+                body: answer.bytes,
+                rate_limit: answer.rate_limit,
+            });
+        }
+        // Not a success, so this is Buddy's error as every other call reports it.
+        self.decode(answer)?
+            .error_for_status()
+            .map(|up| UpstreamBytes {
+                body: Vec::new(),
+                rate_limit: up.rate_limit,
+            })
+    }
+
+    async fn execute(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Answer, BuddyError> {
         let url = self.endpoint_url(path, query)?;
         let span = upstream_span(&method, &url);
         async {
@@ -363,7 +419,7 @@ impl BuddyClient {
             let deadline = tokio::time::Instant::now() + self.timeout;
             let upstream = tokio::time::timeout_at(deadline, async {
                 let response = self.dispatch(request, deadline).await?;
-                self.read_upstream(response).await
+                self.read_answer(response).await
             })
             .await
             .map_err(|_| BuddyError::Timeout)??;
@@ -488,7 +544,7 @@ impl BuddyClient {
         })
     }
 
-    async fn read_upstream(&self, mut response: RawResponse) -> Result<Upstream, BuddyError> {
+    async fn read_answer(&self, mut response: RawResponse) -> Result<Answer, BuddyError> {
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
         let rate_limit = RateLimitHeaders::from_headers(&headers);
@@ -500,21 +556,27 @@ impl BuddyClient {
             self.max_body_bytes.min(256 * 1024)
         };
         let bytes = read_body(response, limit, success).await?;
-        let body = if success {
-            if status == 204 || bytes.iter().all(u8::is_ascii_whitespace) {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| BuddyError::Decode(format!("invalid JSON from Buddy: {e}")))?
-            }
+        Ok(Answer {
+            status,
+            headers,
+            rate_limit,
+            bytes,
+        })
+    }
+
+    /// JSON for 2xx (`Null` for 204 or an empty body), Buddy's error body (parsed if
+    /// JSON, else a string, the token scrubbed) otherwise.
+    fn decode(&self, answer: Answer) -> Result<Upstream, BuddyError> {
+        let body = if answer.is_success() {
+            decode_json(answer.status, &answer.bytes)?
         } else {
-            self.scrub(parse_error_body(&bytes).1)
+            self.scrub(parse_error_body(&answer.bytes).1)
         };
         Ok(Upstream {
-            status,
+            status: answer.status,
             body,
-            rate_limit,
-            headers,
+            rate_limit: answer.rate_limit,
+            headers: answer.headers,
         })
     }
 
@@ -531,6 +593,15 @@ impl BuddyClient {
         let cleaned = text.replace(token, "[redacted]");
         serde_json::from_str(&cleaned).unwrap_or(Value::String("[redacted]".into()))
     }
+}
+
+/// A 2xx body as JSON: `Null` for 204 or an empty body.
+pub fn decode_json(status: u16, bytes: &[u8]) -> Result<Value, BuddyError> {
+    if status == 204 || bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| BuddyError::Decode(format!("invalid JSON from Buddy: {e}")))
 }
 
 /// Reads at most `limit` bytes; a longer success body is an error, a longer error body

@@ -7,7 +7,10 @@
 use cigate_core::model::{
     job_conclusion, job_status, repo_status, workflow_status, workflow_trigger,
 };
-use cigate_core::{Branch, Integration, Job, PullRequest, Repo, Step, Workflow, Workspace};
+use cigate_core::{
+    Branch, Integration, Job, PullRequest, Record, RemoteData, Repo, Step, Workflow, Workspace,
+};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::wire;
@@ -58,11 +61,7 @@ fn non_empty(s: &Option<String>) -> Option<String> {
     s.as_ref().filter(|s| !s.is_empty()).cloned()
 }
 
-fn raw_data(raw: &Value) -> Option<Value> {
-    Some(raw.clone())
-}
-
-pub fn workspace(w: &wire::Workspace, raw: &Value) -> Workspace {
+pub fn workspace(w: &wire::Workspace, remote_data: Option<RemoteData>) -> Workspace {
     Workspace {
         // The domain is what every Buddy path uses; the numeric id is kept in remote_data.
         id: non_empty(&w.domain)
@@ -72,11 +71,11 @@ pub fn workspace(w: &wire::Workspace, raw: &Value) -> Workspace {
         url: non_empty(&w.html_url),
         created_at: w.create_date,
         updated_at: None,
-        remote_data: raw_data(raw),
+        remote_data,
     }
 }
 
-pub fn repo(p: &wire::Project, workspace: Option<&str>, raw: &Value) -> Repo {
+pub fn repo(p: &wire::Project, workspace: Option<&str>, remote_data: Option<RemoteData>) -> Repo {
     Repo {
         id: non_empty(&p.name).unwrap_or_default(),
         name: non_empty(&p.display_name),
@@ -95,11 +94,11 @@ pub fn repo(p: &wire::Project, workspace: Option<&str>, raw: &Value) -> Repo {
         workspace: workspace.map(str::to_owned),
         created_at: p.create_date,
         updated_at: None,
-        remote_data: raw_data(raw),
+        remote_data,
     }
 }
 
-pub fn branch(b: &wire::Branch, repo: Option<&str>, raw: &Value) -> Branch {
+pub fn branch(b: &wire::Branch, repo: Option<&str>, remote_data: Option<RemoteData>) -> Branch {
     let name = non_empty(&b.name).unwrap_or_default();
     let commit = b.commit.as_ref();
     let by = commit.and_then(|c| c.author.as_ref().or(c.committer.as_ref()));
@@ -112,11 +111,11 @@ pub fn branch(b: &wire::Branch, repo: Option<&str>, raw: &Value) -> Branch {
         last_commit_message: commit.and_then(|c| c.message.clone()),
         last_commit_at: commit.and_then(|c| c.commit_date.or(c.author_date)),
         is_default: b.default,
-        remote_data: raw_data(raw),
+        remote_data,
     }
 }
 
-pub fn pull_request(pr: &wire::PullRequest, raw: &Value) -> PullRequest {
+pub fn pull_request(pr: &wire::PullRequest, remote_data: Option<RemoteData>) -> PullRequest {
     let number = pr.number();
     PullRequest {
         id: number
@@ -125,7 +124,7 @@ pub fn pull_request(pr: &wire::PullRequest, raw: &Value) -> PullRequest {
             .unwrap_or_default(),
         number,
         url: non_empty(&pr.github_html_url).or_else(|| non_empty(&pr.html_url)),
-        remote_data: raw_data(raw),
+        remote_data,
         ..PullRequest::default()
     }
 }
@@ -189,7 +188,7 @@ pub fn workflow(
     p: &wire::Pipeline,
     workspace: Option<&str>,
     repo: Option<&str>,
-    raw: &Value,
+    remote_data: Option<RemoteData>,
 ) -> Workflow {
     let refs: Option<Vec<String>> = match (&p.refs, &p.ref_name) {
         (Some(refs), _) => Some(refs.clone()),
@@ -231,7 +230,7 @@ pub fn workflow(
         url: non_empty(&p.html_url),
         created_at: p.create_date,
         updated_at: None,
-        remote_data: raw_data(raw),
+        remote_data,
     }
 }
 
@@ -258,7 +257,7 @@ pub fn step(a: &wire::ActionExecution) -> Step {
 ///
 /// Buddy reports an execution held at an approval or arguments gate as INPROGRESS with
 /// the gate's action WAITING_*; the job is `waiting` then, so callers know to approve.
-pub fn job(e: &wire::Execution, ctx: &JobContext, raw: &Value) -> Job {
+pub fn job(e: &wire::Execution, ctx: &JobContext, remote_data: Option<RemoteData>) -> Job {
     let (mut status, conclusion) = status_pair(e.status.as_deref());
     let gated = e.action_executions.iter().flatten().any(|a| {
         a.status
@@ -312,7 +311,7 @@ pub fn job(e: &wire::Execution, ctx: &JobContext, raw: &Value) -> Job {
         completed_at: e.finish_date,
         queued_duration_ms: None,
         duration_ms,
-        remote_data: raw_data(raw),
+        remote_data,
     }
 }
 
@@ -333,8 +332,50 @@ pub fn integration(raw: &Value) -> Option<Integration> {
         id: raw.get("hash_id")?.as_str()?.to_owned(),
         kind,
         name: raw.get("name").and_then(Value::as_str).map(str::to_owned),
-        remote_data: raw_data(raw),
+        remote_data: RemoteData::from_value(raw),
     })
+}
+
+/// Records from Buddy's objects as it sent them: each parsed once into its wire type,
+/// and its bytes kept, not copied into a tree, as `remote_data`.
+pub mod records {
+    use super::*;
+
+    pub fn workspace(raw: Box<RawValue>) -> Record {
+        let w = wire::parse_raw(&raw);
+        Record::new(super::workspace(&w, Some(RemoteData::new(raw))))
+    }
+
+    pub fn repo(raw: Box<RawValue>, workspace: Option<&str>) -> Record {
+        let p = wire::parse_raw(&raw);
+        Record::new(super::repo(&p, workspace, Some(RemoteData::new(raw))))
+    }
+
+    pub fn branch(raw: Box<RawValue>, repo: Option<&str>) -> Record {
+        let b = wire::parse_raw(&raw);
+        Record::new(super::branch(&b, repo, Some(RemoteData::new(raw))))
+    }
+
+    /// Not a record yet: Buddy's pull requests are minimal, the provider enriches them.
+    pub fn pull_request(raw: Box<RawValue>) -> PullRequest {
+        let pr = wire::parse_raw(&raw);
+        super::pull_request(&pr, Some(RemoteData::new(raw)))
+    }
+
+    pub fn workflow(raw: Box<RawValue>, workspace: Option<&str>, repo: Option<&str>) -> Record {
+        let p = wire::parse_raw(&raw);
+        Record::new(super::workflow(
+            &p,
+            workspace,
+            repo,
+            Some(RemoteData::new(raw)),
+        ))
+    }
+
+    pub fn job(raw: Box<RawValue>, ctx: &JobContext) -> Record {
+        let e = wire::parse_raw(&raw);
+        Record::new(super::job(&e, ctx, Some(RemoteData::new(raw))))
+    }
 }
 
 #[cfg(test)]
@@ -348,15 +389,27 @@ mod tests {
         let raw = json!({"id": 4, "status": "INPROGRESS", "action_executions": [
             {"action_execution_id": "a", "status": "SUCCESSFUL"},
             {"action_execution_id": "b", "status": "WAITING_FOR_APPLY"}]});
-        let j = job(&parse(&raw), &JobContext::default(), &raw);
+        let j = job(
+            &parse(&raw),
+            &JobContext::default(),
+            RemoteData::from_value(&raw),
+        );
         assert_eq!(j.status.as_deref(), Some("waiting"));
         let running = json!({"id": 4, "status": "INPROGRESS", "action_executions": [
             {"action_execution_id": "a", "status": "INPROGRESS"}]});
-        let j = job(&parse(&running), &JobContext::default(), &running);
+        let j = job(
+            &parse(&running),
+            &JobContext::default(),
+            RemoteData::from_value(&running),
+        );
         assert_eq!(j.status.as_deref(), Some("in_progress"));
         let cancelling = json!({"id": 4, "status": "TERMINATED", "action_executions": [
             {"action_execution_id": "b", "status": "WAITING_FOR_APPLY"}]});
-        let j = job(&parse(&cancelling), &JobContext::default(), &cancelling);
+        let j = job(
+            &parse(&cancelling),
+            &JobContext::default(),
+            RemoteData::from_value(&cancelling),
+        );
         assert_eq!(j.status.as_deref(), Some("completed"));
     }
 
@@ -364,7 +417,7 @@ mod tests {
     fn workspace_sample() {
         let raw = json!({"url":"https://api.buddy.works/workspaces/buddy","html_url":"https://app.buddy.works/buddy",
             "id":1,"owner_id":1,"name":"buddy","domain":"buddy","frozen":false,"create_date":"2016-02-29T11:22:40Z"});
-        let w = workspace(&parse(&raw), &raw);
+        let w = workspace(&parse(&raw), RemoteData::from_value(&raw));
         assert_eq!(w.id, "buddy");
         assert_eq!(w.name.as_deref(), Some("buddy"));
         assert_eq!(w.url.as_deref(), Some("https://app.buddy.works/buddy"));
@@ -372,7 +425,7 @@ mod tests {
             w.created_at.unwrap().to_rfc3339(),
             "2016-02-29T11:22:40+00:00"
         );
-        assert_eq!(w.remote_data, Some(raw));
+        assert_eq!(w.remote_data, RemoteData::from_value(&raw));
     }
 
     #[test]
@@ -384,7 +437,7 @@ mod tests {
             "http_repository":"https://app.buddy.works/buddy/company-website",
             "ssh_repository":"buddy@app.buddy.works:buddy/company-website","default_branch":"master",
             "access":"PUBLIC","fetch_submodules":true,"allow_pull_requests":true});
-        let r = repo(&parse(&raw), Some("buddy"), &raw);
+        let r = repo(&parse(&raw), Some("buddy"), RemoteData::from_value(&raw));
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["id"], "company-website");
         assert_eq!(v["name"], "Company Website");
@@ -402,12 +455,16 @@ mod tests {
         }
         let closed = json!({"name": "old", "status": "CLOSED"});
         assert_eq!(
-            repo(&parse(&closed), None, &closed).status.as_deref(),
+            repo(&parse(&closed), None, RemoteData::from_value(&closed))
+                .status
+                .as_deref(),
             Some("inactive")
         );
         let odd = json!({"name": "x", "status": "ARCHIVED_SOMEHOW"});
         assert_eq!(
-            repo(&parse(&odd), None, &odd).status.as_deref(),
+            repo(&parse(&odd), None, RemoteData::from_value(&odd))
+                .status
+                .as_deref(),
             Some("ARCHIVED_SOMEHOW")
         );
     }
@@ -418,7 +475,11 @@ mod tests {
             "revision":"506a3963507943d6908154f4bc9646e829128a08","author_date":"2016-01-19T12:36:33Z",
             "commit_date":"2016-01-19T12:36:33Z","message":"init repo\n",
             "committer":{"id":1,"name":"Mike Benson"},"author":{"id":1,"name":"Mike Benson"}}});
-        let b = branch(&parse(&raw), Some("company-website"), &raw);
+        let b = branch(
+            &parse(&raw),
+            Some("company-website"),
+            RemoteData::from_value(&raw),
+        );
         assert_eq!(b.id, "master");
         assert_eq!(b.is_default, Some(true));
         assert_eq!(
@@ -429,7 +490,7 @@ mod tests {
         assert_eq!(b.last_commit_message.as_deref(), Some("init repo\n"));
         assert!(b.last_commit_at.is_some());
         let short = json!({"name": "dev", "default": false});
-        let b = branch(&parse(&short), None, &short);
+        let b = branch(&parse(&short), None, RemoteData::from_value(&short));
         assert_eq!(b.last_commit, None);
     }
 
@@ -437,7 +498,7 @@ mod tests {
     fn pull_request_sample_invents_nothing() {
         let raw = json!({"url":"https://api.buddy.works/workspaces/buddy/projects/company-website/repository/pulls/3",
             "name":"pull/3","github_html_url":"https://github.com/orgs/buddy-works/pull-request-repo/pull/3"});
-        let pr = pull_request(&parse(&raw), &raw);
+        let pr = pull_request(&parse(&raw), RemoteData::from_value(&raw));
         let v = serde_json::to_value(&pr).unwrap();
         assert_eq!(
             v,
@@ -449,7 +510,7 @@ mod tests {
     #[test]
     fn pull_request_enrichment() {
         let raw = json!({"name": "pull/3"});
-        let mut pr = pull_request(&parse(&raw), &raw);
+        let mut pr = pull_request(&parse(&raw), RemoteData::from_value(&raw));
         let e: wire::Execution = parse(&json!({"pull_request": {"name": "pull/3"},
             "to_revision": {"revision": "abc"}, "start_date": "2024-01-01T00:00:00Z"}));
         enrich_pull_request(&mut pr, &e);
@@ -466,7 +527,12 @@ mod tests {
             "priority":"NORMAL","last_execution_status":"SUCCESSFUL","last_execution_revision":"506a",
             "create_date":"2016-02-29T11:23:12Z","disabled":false,"paused":false,"definition_source":"LOCAL",
             "project":{"name":"company-website","display_name":"Company Website","status":"ACTIVE"}});
-        let w = workflow(&parse(&raw), Some("buddy"), Some("company-website"), &raw);
+        let w = workflow(
+            &parse(&raw),
+            Some("buddy"),
+            Some("company-website"),
+            RemoteData::from_value(&raw),
+        );
         assert_eq!(w.id, "2");
         assert_eq!(w.name.as_deref(), Some("Live mirror"));
         assert_eq!(w.trigger.as_deref(), Some("push"));
@@ -517,12 +583,12 @@ mod tests {
             ),
         ];
         for (raw, trigger) in cases {
-            let w = workflow(&parse(&raw), None, None, &raw);
+            let w = workflow(&parse(&raw), None, None, RemoteData::from_value(&raw));
             assert_eq!(w.trigger.as_deref(), Some(trigger), "{raw}");
         }
         let wild = json!({"id": 1, "on": "CLICK", "refs": ["refs/heads/*"], "disabled": true,
             "last_execution_status": "INITIAL"});
-        let w = workflow(&parse(&wild), None, None, &wild);
+        let w = workflow(&parse(&wild), None, None, RemoteData::from_value(&wild));
         assert_eq!(w.branch, None);
         assert_eq!(w.status.as_deref(), Some("disabled"));
         assert_eq!(w.last_job_status, None);
@@ -545,7 +611,7 @@ mod tests {
             workflow: Some("2".into()),
             workflow_name: None,
         };
-        let j = job(&parse(&raw), &ctx, &raw);
+        let j = job(&parse(&raw), &ctx, RemoteData::from_value(&raw));
         assert_eq!(j.id, "1");
         assert_eq!(j.status.as_deref(), Some("completed"));
         assert_eq!(j.conclusion.as_deref(), Some("passed"));
@@ -569,7 +635,11 @@ mod tests {
         let raw = json!({"id": 5, "triggered_on": "SCHEDULE", "status": "INPROGRESS",
             "start_date": "2024-01-01T00:00:00Z", "finish_date": null, "branch": "develop",
             "creator": null, "to_revision": null, "action_executions": null});
-        let j = job(&parse(&raw), &JobContext::default(), &raw);
+        let j = job(
+            &parse(&raw),
+            &JobContext::default(),
+            RemoteData::from_value(&raw),
+        );
         assert_eq!(j.trigger.as_deref(), Some("schedule"));
         assert_eq!(j.status.as_deref(), Some("in_progress"));
         assert_eq!(j.conclusion, None);
@@ -609,7 +679,11 @@ mod tests {
             assert_eq!((s.as_str(), c), (status, conclusion), "{raw}");
         }
         let raw = json!({"id": 9, "status": "SOMETHING_NEW"});
-        let j = job(&parse(&raw), &JobContext::default(), &raw);
+        let j = job(
+            &parse(&raw),
+            &JobContext::default(),
+            RemoteData::from_value(&raw),
+        );
         assert_eq!(j.status.as_deref(), Some("SOMETHING_NEW"));
     }
 

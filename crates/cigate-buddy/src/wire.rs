@@ -5,9 +5,17 @@
 //! whose type has been seen to vary (ids, dates, flags, counters) are read leniently: a value
 //! of an unexpected type becomes `None` instead of failing the whole page.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::de::{DeserializeOwned, Deserializer};
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{
+    DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Reads any JSON value and keeps it only if it converts to `T`.
@@ -23,7 +31,11 @@ where
 /// Ids arrive as numbers (workspaces, pipelines, executions) or strings (action executions,
 /// tokens); both become a string.
 pub fn lenient_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(id_of(&Value::deserialize(deserializer)?))
+    Ok(match Scalar::deserialize(deserializer)? {
+        Scalar::Str(s) if !s.is_empty() => Some(s.into_owned()),
+        Scalar::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 /// The string form of an id-like JSON value.
@@ -40,10 +52,82 @@ pub fn id_of(value: &Value) -> Option<String> {
 pub fn lenient_date<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<DateTime<Utc>>, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
-        Value::String(s) => parse_date(&s),
+    Ok(match Scalar::deserialize(deserializer)? {
+        Scalar::Str(s) => parse_date(&s),
         _ => None,
     })
+}
+
+/// A JSON value read for a string or a number in it, without building anything for the
+/// other kinds (objects and arrays are skipped).
+enum Scalar<'de> {
+    Str(Cow<'de, str>),
+    Number(serde_json::Number),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Scalar<'de>, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> Visitor<'de> for ScalarVisitor {
+            type Value = Scalar<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Borrowed(s)))
+            }
+
+            fn visit_str<E>(self, s: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Owned(s.to_owned())))
+            }
+
+            fn visit_string<E>(self, s: String) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Owned(s)))
+            }
+
+            fn visit_u64<E>(self, n: u64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Number(n.into()))
+            }
+
+            fn visit_i64<E>(self, n: i64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Number(n.into()))
+            }
+
+            fn visit_f64<E>(self, n: f64) -> Result<Scalar<'de>, E> {
+                Ok(serde_json::Number::from_f64(n).map_or(Scalar::Other, Scalar::Number))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other)
+            }
+
+            fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other)
+            }
+
+            fn visit_none<E>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other)
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Scalar<'de>, D::Error> {
+                Scalar::deserialize(d)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar<'de>, A::Error> {
+                IgnoredAny.visit_seq(seq)?;
+                Ok(Scalar::Other)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar<'de>, A::Error> {
+                IgnoredAny.visit_map(map)?;
+                Ok(Scalar::Other)
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
 }
 
 pub fn parse_date(s: &str) -> Option<DateTime<Utc>> {
@@ -96,16 +180,19 @@ impl ErrorBody {
 
 /// A member reference (`creator`, `created_by`, commit `author`/`committer`). Commits by
 /// non-members may carry only `name`/`email`.
+///
+/// The objects nested in others keep only the fields the mapping reads (no `url`,
+/// `html_url`): every item is parsed on every unified read, and the rest of Buddy's
+/// object is in `remote_data` anyway.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct MemberRef {
-    pub url: Option<String>,
-    pub html_url: Option<String>,
     #[serde(deserialize_with = "lenient_id")]
     pub id: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub name: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub email: Option<String>,
-    pub avatar_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -129,18 +216,27 @@ pub struct Workspace {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Project {
+    #[serde(deserialize_with = "lenient_str")]
     pub url: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub html_url: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub name: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub display_name: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub status: Option<String>,
     #[serde(deserialize_with = "lenient_date")]
     pub create_date: Option<DateTime<Utc>>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_object")]
     pub created_by: Option<MemberRef>,
+    #[serde(deserialize_with = "lenient_str")]
     pub http_repository: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub ssh_repository: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub default_branch: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub access: Option<String>,
     #[serde(deserialize_with = "lenient")]
     pub allow_pull_requests: Option<bool>,
@@ -151,17 +247,17 @@ pub struct Project {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Commit {
-    pub url: Option<String>,
-    pub html_url: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub revision: Option<String>,
     #[serde(deserialize_with = "lenient_date")]
     pub author_date: Option<DateTime<Utc>>,
     #[serde(deserialize_with = "lenient_date")]
     pub commit_date: Option<DateTime<Utc>>,
+    #[serde(deserialize_with = "lenient_str")]
     pub message: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_object")]
     pub author: Option<MemberRef>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_object")]
     pub committer: Option<MemberRef>,
 }
 
@@ -173,7 +269,7 @@ pub struct Branch {
     pub name: Option<String>,
     #[serde(deserialize_with = "lenient")]
     pub default: Option<bool>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_object")]
     pub commit: Option<Commit>,
 }
 
@@ -213,9 +309,11 @@ fn last_number_segment(url: &str) -> Option<u64> {
 #[serde(default)]
 pub struct PipelineEvent {
     #[serde(rename = "type")]
+    #[serde(deserialize_with = "lenient_str")]
     pub kind: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_strings")]
     pub refs: Option<Vec<String>>,
+    #[serde(deserialize_with = "lenient_str")]
     pub cron: Option<String>,
 }
 
@@ -235,9 +333,9 @@ pub struct Pipeline {
     pub trigger_mode: Option<String>,
     pub ref_name: Option<String>,
     pub ref_type: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_strings")]
     pub refs: Option<Vec<String>>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_objects")]
     pub events: Option<Vec<PipelineEvent>>,
     pub last_execution_status: Option<String>,
     pub last_execution_revision: Option<String>,
@@ -247,7 +345,7 @@ pub struct Pipeline {
     pub disabled: Option<bool>,
     #[serde(deserialize_with = "lenient")]
     pub paused: Option<bool>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_object")]
     pub project: Option<Project>,
 }
 
@@ -263,8 +361,7 @@ pub enum RefField {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RefObject {
-    pub url: Option<String>,
-    pub html_url: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub name: Option<String>,
     #[serde(deserialize_with = "lenient")]
     pub default: Option<bool>,
@@ -283,22 +380,21 @@ impl RefField {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct ActionRef {
-    pub url: Option<String>,
-    pub html_url: Option<String>,
     #[serde(deserialize_with = "lenient_id")]
     pub id: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub name: Option<String>,
     #[serde(rename = "type")]
+    #[serde(deserialize_with = "lenient_str")]
     pub kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct ActionExecution {
-    pub url: Option<String>,
-    pub html_url: Option<String>,
     #[serde(deserialize_with = "lenient_id")]
     pub action_execution_id: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub status: Option<String>,
     #[serde(deserialize_with = "lenient")]
     pub progress: Option<f64>,
@@ -306,8 +402,9 @@ pub struct ActionExecution {
     pub start_date: Option<DateTime<Utc>>,
     #[serde(deserialize_with = "lenient_date")]
     pub finish_date: Option<DateTime<Utc>>,
+    #[serde(deserialize_with = "lenient_str")]
     pub error_message: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_object")]
     pub action: Option<ActionRef>,
 }
 
@@ -317,6 +414,7 @@ pub struct ActionExecution {
 pub struct PipelineRef {
     #[serde(deserialize_with = "lenient_id")]
     pub id: Option<String>,
+    #[serde(deserialize_with = "lenient_str")]
     pub name: Option<String>,
 }
 
@@ -345,21 +443,21 @@ pub struct Execution {
     pub clear_cache: Option<bool>,
     pub status: Option<String>,
     pub comment: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_ref")]
     pub branch: Option<RefField>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_ref")]
     pub tag: Option<RefField>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_ref")]
     pub pull_request: Option<RefField>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_object")]
     pub to_revision: Option<Commit>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_object")]
     pub from_revision: Option<Commit>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_object")]
     pub creator: Option<MemberRef>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_objects")]
     pub action_executions: Option<Vec<ActionExecution>>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient_object")]
     pub pipeline: Option<PipelineRef>,
 }
 
@@ -409,6 +507,350 @@ pub fn list_items(body: &Value, key: &str) -> Vec<Value> {
 /// empty one, so one odd item never fails a page; its raw form is still returned.
 pub fn parse<T: DeserializeOwned + Default>(value: &Value) -> T {
     T::deserialize(value).unwrap_or_default()
+}
+
+/// `visit_*` for the JSON kinds a visitor does not want: they read as `$none`.
+macro_rules! not_this_kind {
+    ($value:ty, $none:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
+            Ok($none)
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
+            Ok($none)
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
+            Ok($none)
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
+            Ok($none)
+        }
+
+        fn visit_unit<E>(self) -> Result<$value, E> {
+            Ok($none)
+        }
+
+        fn visit_none<E>(self) -> Result<$value, E> {
+            Ok($none)
+        }
+    };
+}
+
+/// A string; any other JSON value is `None`.
+pub fn lenient_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(match Scalar::deserialize(deserializer)? {
+        Scalar::Str(s) => Some(s.into_owned()),
+        _ => None,
+    })
+}
+
+/// A nested object (its fields lenient themselves); anything but an object is `None`.
+/// Read in the same pass as its parent, without buffering it first.
+pub fn lenient_object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    ObjectSeed(PhantomData).deserialize(deserializer)
+}
+
+/// An array of nested objects; elements that are not objects are left out, anything but
+/// an array is `None`.
+pub fn lenient_objects<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectsVisitor<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectsVisitor<T> {
+        type Value = Option<Vec<T>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of objects")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<Vec<T>>, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(item) = seq.next_element_seed(ObjectSeed::<T>(PhantomData))? {
+                items.extend(item);
+            }
+            Ok(Some(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<Vec<T>>, A::Error> {
+            IgnoredAny.visit_map(map)?;
+            Ok(None)
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Option<Vec<T>>, E> {
+            Ok(None)
+        }
+
+        not_this_kind!(Option<Vec<T>>, None);
+    }
+    deserializer.deserialize_any(ObjectsVisitor(PhantomData))
+}
+
+/// An array of strings; elements that are not strings are left out, anything but an
+/// array is `None`.
+pub fn lenient_strings<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    struct StringsVisitor;
+    impl<'de> Visitor<'de> for StringsVisitor {
+        type Value = Option<Vec<String>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of strings")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<Vec<String>>, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(item) = seq.next_element::<Scalar>()? {
+                if let Scalar::Str(s) = item {
+                    items.push(s.into_owned());
+                }
+            }
+            Ok(Some(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<Vec<String>>, A::Error> {
+            IgnoredAny.visit_map(map)?;
+            Ok(None)
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Option<Vec<String>>, E> {
+            Ok(None)
+        }
+
+        not_this_kind!(Option<Vec<String>>, None);
+    }
+    deserializer.deserialize_any(StringsVisitor)
+}
+
+/// A [`RefField`]: a name or an object; anything else is `None`.
+pub fn lenient_ref<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<RefField>, D::Error> {
+    struct RefVisitor;
+    impl<'de> Visitor<'de> for RefVisitor {
+        type Value = Option<RefField>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a ref name or object")
+        }
+
+        fn visit_str<E>(self, s: &str) -> Result<Option<RefField>, E> {
+            Ok(Some(RefField::Name(s.to_owned())))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<RefField>, A::Error> {
+            RefObject::deserialize(MapAccessDeserializer::new(map))
+                .map(|o| Some(RefField::Object(o)))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<RefField>, A::Error> {
+            IgnoredAny.visit_seq(seq)?;
+            Ok(None)
+        }
+
+        not_this_kind!(Option<RefField>, None);
+    }
+    deserializer.deserialize_any(RefVisitor)
+}
+
+struct ObjectSeed<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for ObjectSeed<T> {
+    type Value = Option<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<T>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectSeed<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(Some)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<T>, A::Error> {
+        IgnoredAny.visit_seq(seq)?;
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    not_this_kind!(Option<T>, None);
+}
+
+/// A list envelope read once: the items under its key as Buddy sent them (each parsed
+/// into its wire type by whoever maps it, and kept as `remote_data`) and the executions
+/// envelope's counters.
+#[derive(Debug, Default)]
+pub struct RawPage {
+    pub items: Vec<Box<RawValue>>,
+    pub counters: PageCounters,
+}
+
+impl RawPage {
+    /// The items under `key` (`workspaces`, `projects`, `branches`, `pull_requests`,
+    /// `pipelines`, `executions`); a body that is not an object, or whose `key` is
+    /// missing, `null` or not an array, has none.
+    pub fn parse(body: &[u8], key: &str) -> Result<RawPage, serde_json::Error> {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let page = PageSeed(key).deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(page)
+    }
+}
+
+/// One object as Buddy sent it (an empty body reads as `null`).
+pub fn raw_object(body: &[u8]) -> Result<Box<RawValue>, serde_json::Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return RawValue::from_string("null".to_owned());
+    }
+    serde_json::from_slice(body)
+}
+
+/// Parses one object from Buddy's bytes, as [`parse`] does from a tree.
+pub fn parse_raw<T: DeserializeOwned + Default>(raw: &RawValue) -> T {
+    serde_json::from_str(raw.get()).unwrap_or_default()
+}
+
+struct PageSeed<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for PageSeed<'_> {
+    type Value = RawPage;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawPage, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PageSeed<'_> {
+    type Value = RawPage;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a Buddy list envelope")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPage, A::Error> {
+        let mut page = RawPage::default();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.0 {
+                page.items = map.next_value::<Items>()?.0;
+                continue;
+            }
+            let c = &mut page.counters;
+            let counter = match key.as_str() {
+                "page" => &mut c.page,
+                "page_size" => &mut c.page_size,
+                "total_page_count" => &mut c.total_page_count,
+                "element_count" => &mut c.element_count,
+                "total_element_count" => &mut c.total_element_count,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *counter = map.next_value::<Value>()?.as_u64();
+        }
+        Ok(page)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawPage, A::Error> {
+        IgnoredAny.visit_seq(seq)?;
+        Ok(RawPage::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<RawPage, E> {
+        Ok(RawPage::default())
+    }
+}
+
+/// A list envelope's item array; anything but an array is no items.
+struct Items(Vec<Box<RawValue>>);
+
+impl<'de> Deserialize<'de> for Items {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Items, D::Error> {
+        struct ItemsVisitor;
+        impl<'de> Visitor<'de> for ItemsVisitor {
+            type Value = Items;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of objects")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element::<Box<RawValue>>()? {
+                    items.push(item);
+                }
+                Ok(Items(items))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Items, A::Error> {
+                IgnoredAny.visit_map(map)?;
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_unit<E>(self) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Items, E> {
+                Ok(Items(Vec::new()))
+            }
+        }
+        deserializer.deserialize_any(ItemsVisitor)
+    }
 }
 
 #[cfg(test)]
@@ -496,6 +938,46 @@ mod tests {
         assert_eq!(e.message().as_deref(), Some("a; b"));
         let e: ErrorBody = parse(&json!({"message": "Not found"}));
         assert_eq!(e.message().as_deref(), Some("Not found"));
+    }
+
+    #[test]
+    fn pages_read_from_bytes() {
+        let body = br#"{"page": 2, "page_size": 2, "total_element_count": 9, "extra": {"a": [1]},
+            "executions": [{"id": 7, "start_date": "2024-01-01T00:00:00Z",
+                "creator": "not an object", "action_executions": [{"action_execution_id": "a"}]},
+                null]}"#;
+        let page = RawPage::parse(body, "executions").unwrap();
+        assert_eq!(page.counters.page, Some(2));
+        assert_eq!(page.counters.total_element_count, Some(9));
+        assert_eq!(page.counters.element_count, None);
+        assert_eq!(page.items.len(), 2);
+        let e: Execution = parse_raw(&page.items[0]);
+        assert_eq!(e.id.as_deref(), Some("7"));
+        assert!(e.start_date.is_some());
+        assert_eq!(e.creator, None);
+        assert_eq!(e.action_executions.unwrap().len(), 1);
+        assert_eq!(parse_raw::<Execution>(&page.items[1]), Execution::default());
+        for other in [
+            &br#"{"executions": {"a": 1}}"#[..],
+            b"[1, 2]",
+            b"null",
+            b"{}",
+        ] {
+            assert!(RawPage::parse(other, "executions")
+                .unwrap()
+                .items
+                .is_empty());
+        }
+        assert!(RawPage::parse(b"{", "executions").is_err());
+        let odd: Execution = serde_json::from_str(
+            r#"{"id": {"n": 1}, "start_date": ["2024-01-01"], "finish_date": 5, "status": "FAILED"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (odd.id, odd.start_date, odd.finish_date),
+            (None, None, None)
+        );
+        assert_eq!(odd.status.as_deref(), Some("FAILED"));
     }
 
     #[test]

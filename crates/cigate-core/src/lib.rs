@@ -13,12 +13,12 @@ pub mod writes;
 pub use cursor::{CursorBinding, CursorCodec};
 pub use error::{CursorError, ProviderError};
 pub use model::{
-    Branch, BranchRef, Integration, Job, PullRequest, PullRequestDescription, Repo, Step, Variable,
-    VariableScope, Workflow, Workspace,
+    Branch, BranchRef, Integration, Job, PullRequest, PullRequestDescription, RemoteData, Repo,
+    Step, Variable, VariableScope, Workflow, Workspace,
 };
 pub use provider::{
     GetResult, JobFilters, ListPage, ListQuery, Provider, ProviderHooks, RateLimit, Record,
-    RenderOptions, Resource,
+    RenderOptions, Rendered, Resource, Unified,
 };
 pub use secret::Secret;
 pub use writes::{

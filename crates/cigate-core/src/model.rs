@@ -8,7 +8,48 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use utoipa::ToSchema;
+
+/// The upstream's object as it sent it: its bytes, passed through to `remote_data`
+/// rather than rebuilt as a tree (most callers never look inside).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RemoteData(Box<RawValue>);
+
+impl RemoteData {
+    pub fn new(raw: Box<RawValue>) -> RemoteData {
+        RemoteData(raw)
+    }
+
+    /// The JSON text of a value the provider built or changed (`None` only if it cannot
+    /// be written as JSON, which a `Value` always can).
+    pub fn from_value(value: &Value) -> Option<RemoteData> {
+        serde_json::value::to_raw_value(value).ok().map(RemoteData)
+    }
+
+    /// The JSON text, exactly as the upstream sent it.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn as_raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// Parsed, for the rare caller that needs to look inside or change it.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// Equal when they mean the same JSON (whitespace and key order aside).
+impl PartialEq for RemoteData {
+    fn eq(&self, other: &RemoteData) -> bool {
+        self.get() == other.get() || self.to_value() == other.to_value()
+    }
+}
 
 /// Normalised `Job.status` / `Step.status` values.
 pub mod job_status {
@@ -71,14 +112,22 @@ pub struct Workspace {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub created_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub updated_at: Option<DateTime<Utc>>,
     /// The upstream's object, unmapped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
@@ -113,13 +162,21 @@ pub struct Repo {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub created_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
@@ -140,13 +197,17 @@ pub struct Branch {
     pub last_commit_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_commit_message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub last_commit_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_default: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
@@ -193,17 +254,33 @@ pub struct PullRequest {
     pub author: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub created_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub updated_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub closed_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub merged_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, ToSchema)]
@@ -237,20 +314,32 @@ pub struct Workflow {
     pub last_job_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_job_conclusion: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub last_job_at: Option<DateTime<Utc>>,
     /// The commit the latest job ran, when the provider says (a cheap change marker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_job_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub created_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 /// One step of a job (an upstream action execution).
@@ -267,9 +356,17 @@ pub struct Step {
     pub status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conclusion: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub completed_at: Option<DateTime<Utc>>,
 }
 
@@ -299,7 +396,11 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
     /// When `commit` was committed (for lead times), where the provider says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub commit_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
@@ -321,13 +422,29 @@ pub struct Job {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<Step>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub created_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub updated_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option"
+    )]
     pub completed_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_duration_ms: Option<i64>,
@@ -335,7 +452,7 @@ pub struct Job {
     pub duration_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 /// A Git integration of the account (GitHub, GitLab, Bitbucket, …), to create repos
@@ -352,7 +469,7 @@ pub struct Integration {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
 }
 
 /// Where a variable lives: the narrowest of workspace, repo (Buddy project) and workflow.
@@ -401,7 +518,90 @@ pub struct Variable {
     /// The upstream's object, with an encrypted value removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub remote_data: Option<serde_json::Value>,
+    pub remote_data: Option<RemoteData>,
+}
+
+/// Timestamps written as chrono writes them (RFC 3339, `Z`, as many fractional digits as
+/// needed: none, 3, 6 or 9), without going through `fmt`: every job carries a dozen.
+mod rfc3339 {
+    use chrono::{DateTime, Datelike, Timelike, Utc};
+    use serde::{Serialize, Serializer};
+
+    pub fn option<S: Serializer>(
+        at: &Option<DateTime<Utc>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => one(at, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    fn one<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 30];
+        match write(at, &mut buf).and_then(|n| std::str::from_utf8(&buf[..n]).ok()) {
+            Some(text) => serializer.serialize_str(text),
+            // Years outside 0–9999 and leap seconds: chrono's own form.
+            None => at.serialize(serializer),
+        }
+    }
+
+    fn write(at: &DateTime<Utc>, buf: &mut [u8; 30]) -> Option<usize> {
+        let year = u32::try_from(at.year()).ok().filter(|y| *y <= 9999)?;
+        let nano = at.nanosecond();
+        if nano >= 1_000_000_000 {
+            return None;
+        }
+        let mut n = 0;
+        let mut put = |value: u32, width: u32, then: u8| {
+            for i in (0..width).rev() {
+                buf[n] = b'0' + (value / 10u32.pow(i) % 10) as u8;
+                n += 1;
+            }
+            buf[n] = then;
+            n += 1;
+        };
+        put(year, 4, b'-');
+        put(at.month(), 2, b'-');
+        put(at.day(), 2, b'T');
+        put(at.hour(), 2, b':');
+        put(at.minute(), 2, b':');
+        match nano {
+            0 => put(at.second(), 2, b'Z'),
+            _ => {
+                put(at.second(), 2, b'.');
+                match nano {
+                    _ if nano.is_multiple_of(1_000_000) => put(nano / 1_000_000, 3, b'Z'),
+                    _ if nano.is_multiple_of(1_000) => put(nano / 1_000, 6, b'Z'),
+                    _ => put(nano, 9, b'Z'),
+                }
+            }
+        }
+        Some(n)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use chrono::{DateTime, Utc};
+
+        #[test]
+        fn written_as_chrono_writes_them() {
+            for text in [
+                "2016-02-29T11:22:40Z",
+                "2016-02-29T11:22:40.330Z",
+                "2016-02-29T11:22:40.000001Z",
+                "2016-02-29T11:22:40.000000001Z",
+                "0001-01-01T00:00:00.5Z",
+                "9999-12-31T23:59:59.999999999Z",
+                "+10000-01-01T00:00:00Z",
+                "2016-12-31T23:59:60.5Z",
+            ] {
+                let at: DateTime<Utc> = text.parse().unwrap();
+                let ours = super::option(&Some(at), serde_json::value::Serializer).unwrap();
+                assert_eq!(ours, serde_json::to_value(at).unwrap(), "{text}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProviderError;
+use crate::model::{
+    Branch, Integration, Job, PullRequest, RemoteData, Repo, Variable, Workflow, Workspace,
+};
 
 /// The unified CI/CD resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -148,12 +151,128 @@ pub struct RateLimit {
     pub reset: Option<i64>,
 }
 
-/// One object: the unified model serialised (with `remote_data`) plus the upstream's raw
-/// object, so the server can drop fields, drop `remote_data` or answer raw.
+/// One unified object, typed: serialised straight into the response, never through a
+/// JSON tree.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Unified {
+    Workspace(Workspace),
+    Repo(Repo),
+    Branch(Branch),
+    PullRequest(PullRequest),
+    Workflow(Box<Workflow>),
+    Job(Box<Job>),
+    Variable(Variable),
+    Integration(Integration),
+}
+
+impl Unified {
+    /// The object's unified `id`.
+    pub fn id(&self) -> &str {
+        match self {
+            Unified::Workspace(x) => &x.id,
+            Unified::Repo(x) => &x.id,
+            Unified::Branch(x) => &x.id,
+            Unified::PullRequest(x) => &x.id,
+            Unified::Workflow(x) => &x.id,
+            Unified::Job(x) => &x.id,
+            Unified::Variable(x) => &x.id,
+            Unified::Integration(x) => &x.id,
+        }
+    }
+
+    pub fn as_workspace(&self) -> Option<&Workspace> {
+        match self {
+            Unified::Workspace(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    pub fn as_repo(&self) -> Option<&Repo> {
+        match self {
+            Unified::Repo(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn as_workflow(&self) -> Option<&Workflow> {
+        match self {
+            Unified::Workflow(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    pub fn as_job(&self) -> Option<&Job> {
+        match self {
+            Unified::Job(job) => Some(job),
+            _ => None,
+        }
+    }
+
+    pub fn as_variable(&self) -> Option<&Variable> {
+        match self {
+            Unified::Variable(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn remote_data(&self) -> Option<&RemoteData> {
+        match self {
+            Unified::Workspace(x) => x.remote_data.as_ref(),
+            Unified::Repo(x) => x.remote_data.as_ref(),
+            Unified::Branch(x) => x.remote_data.as_ref(),
+            Unified::PullRequest(x) => x.remote_data.as_ref(),
+            Unified::Workflow(x) => x.remote_data.as_ref(),
+            Unified::Job(x) => x.remote_data.as_ref(),
+            Unified::Variable(x) => x.remote_data.as_ref(),
+            Unified::Integration(x) => x.remote_data.as_ref(),
+        }
+    }
+
+    fn remote_data_mut(&mut self) -> &mut Option<RemoteData> {
+        match self {
+            Unified::Workspace(x) => &mut x.remote_data,
+            Unified::Repo(x) => &mut x.remote_data,
+            Unified::Branch(x) => &mut x.remote_data,
+            Unified::PullRequest(x) => &mut x.remote_data,
+            Unified::Workflow(x) => &mut x.remote_data,
+            Unified::Job(x) => &mut x.remote_data,
+            Unified::Variable(x) => &mut x.remote_data,
+            Unified::Integration(x) => &mut x.remote_data,
+        }
+    }
+}
+
+macro_rules! unified_from {
+    ($($model:ident => $variant:expr),* $(,)?) => {
+        $(impl From<$model> for Unified {
+            fn from(model: $model) -> Unified {
+                $variant(model)
+            }
+        })*
+    };
+}
+
+unified_from! {
+    Workspace => Unified::Workspace,
+    Repo => Unified::Repo,
+    Branch => Unified::Branch,
+    PullRequest => Unified::PullRequest,
+    Workflow => |w| Unified::Workflow(Box::new(w)),
+    Job => |j| Unified::Job(Box::new(j)),
+    Variable => Unified::Variable,
+    Integration => Unified::Integration,
+}
+
+/// One object of a provider's answer: the unified model, whose `remote_data` is the
+/// upstream's object as it sent it (so the server can drop fields, drop `remote_data`
+/// or answer raw without the provider's help).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    pub unified: serde_json::Value,
-    pub raw: serde_json::Value,
+    pub unified: Unified,
+    /// Fields added by the server after the provider (the tenant feed's
+    /// `integrated_account_id`, `tenant_id`), shown in the unified and the raw form.
+    extra: Vec<(&'static str, String)>,
 }
 
 /// How a caller asked to see records (`truto_ignore_remote_data`, `truto_exclude_fields`,
@@ -166,26 +285,98 @@ pub struct RenderOptions {
 }
 
 impl Record {
-    pub fn new<T: Serialize>(model: &T, raw: serde_json::Value) -> Record {
-        let unified = serde_json::to_value(model).unwrap_or(serde_json::Value::Null);
-        Record { unified, raw }
+    pub fn new(unified: impl Into<Unified>) -> Record {
+        Record {
+            unified: unified.into(),
+            extra: Vec::new(),
+        }
     }
 
-    /// The JSON to put in a response. `raw` wins over the other options.
-    pub fn render(&self, options: &RenderOptions) -> serde_json::Value {
+    /// The upstream's object.
+    pub fn raw(&self) -> Option<&RemoteData> {
+        self.unified.remote_data()
+    }
+
+    /// Adds a field to both forms of the object.
+    pub fn annotate(&mut self, key: &'static str, value: String) {
+        self.extra.retain(|(k, _)| *k != key);
+        self.extra.push((key, value));
+    }
+
+    /// What to put in a response. `raw` wins over the other options; the fields and
+    /// `remote_data` left out are never serialised.
+    pub fn render(mut self, options: &RenderOptions) -> Rendered {
+        let raw = self.unified.remote_data_mut().take();
         if options.raw {
-            return self.raw.clone();
-        }
-        let mut value = self.unified.clone();
-        if let Some(object) = value.as_object_mut() {
-            if options.ignore_remote_data {
-                object.remove("remote_data");
+            if self.extra.is_empty() {
+                return Rendered(Shape::Raw(raw));
             }
-            for field in &options.exclude_fields {
-                object.remove(field.as_str());
+            let mut value = raw.map_or(serde_json::Value::Null, |r| r.to_value());
+            if let Some(object) = value.as_object_mut() {
+                for (key, v) in self.extra {
+                    object.insert(key.to_owned(), serde_json::Value::String(v));
+                }
             }
+            return Rendered(Shape::Value(value));
         }
-        value
+        let excluded = |name: &str| options.exclude_fields.iter().any(|f| f == name);
+        let raw = raw.filter(|_| !options.ignore_remote_data && !excluded("remote_data"));
+        if options.exclude_fields.is_empty() && self.extra.is_empty() {
+            *self.unified.remote_data_mut() = raw;
+            return Rendered(Shape::Model(self.unified));
+        }
+        // Rare: the object without `remote_data` is small, so editing it as a tree is cheap.
+        let mut fields = match serde_json::to_value(&self.unified) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => serde_json::Map::new(),
+        };
+        for (key, v) in self.extra {
+            fields.insert(key.to_owned(), serde_json::Value::String(v));
+        }
+        for field in &options.exclude_fields {
+            fields.remove(field.as_str());
+        }
+        Rendered(Shape::Fields(fields, raw))
+    }
+}
+
+/// A record as a response shows it; serialises without copying `remote_data`.
+#[derive(Debug)]
+pub struct Rendered(Shape);
+
+// `Model` is the common case and the big one; boxing it would cost an allocation per
+// item of every page.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Shape {
+    Model(Unified),
+    Fields(
+        serde_json::Map<String, serde_json::Value>,
+        Option<RemoteData>,
+    ),
+    Raw(Option<RemoteData>),
+    Value(serde_json::Value),
+}
+
+impl Serialize for Rendered {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Shape::Model(unified) => unified.serialize(serializer),
+            Shape::Fields(fields, raw) => {
+                use serde::ser::SerializeMap;
+                let mut map =
+                    serializer.serialize_map(Some(fields.len() + usize::from(raw.is_some())))?;
+                for (key, value) in fields {
+                    map.serialize_entry(key, value)?;
+                }
+                if let Some(raw) = raw {
+                    map.serialize_entry("remote_data", raw)?;
+                }
+                map.end()
+            }
+            Shape::Raw(raw) => raw.serialize(serializer),
+            Shape::Value(value) => value.serialize(serializer),
+        }
     }
 }
 
@@ -293,20 +484,48 @@ mod tests {
 
     #[test]
     fn render_options() {
-        let r = Record {
-            unified: serde_json::json!({"id": "1", "name": "x", "remote_data": {"id": 1}}),
-            raw: serde_json::json!({"id": 1}),
+        let record = || {
+            Record::new(Workspace {
+                id: "1".into(),
+                name: Some("x".into()),
+                remote_data: RemoteData::from_value(&serde_json::json!({"id": 1})),
+                ..Workspace::default()
+            })
         };
+        let shown =
+            |r: Record, options: &RenderOptions| serde_json::to_value(r.render(options)).unwrap();
+        assert_eq!(
+            shown(record(), &RenderOptions::default()),
+            serde_json::json!({"id": "1", "name": "x", "remote_data": {"id": 1}})
+        );
         let opts = RenderOptions {
             ignore_remote_data: true,
             exclude_fields: vec!["name".into()],
             raw: false,
         };
-        assert_eq!(r.render(&opts), serde_json::json!({"id": "1"}));
+        assert_eq!(shown(record(), &opts), serde_json::json!({"id": "1"}));
+        let only_name = RenderOptions {
+            exclude_fields: vec!["name".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            shown(record(), &only_name),
+            serde_json::json!({"id": "1", "remote_data": {"id": 1}})
+        );
         let raw = RenderOptions {
             raw: true,
             ..Default::default()
         };
-        assert_eq!(r.render(&raw), serde_json::json!({"id": 1}));
+        assert_eq!(shown(record(), &raw), serde_json::json!({"id": 1}));
+        let mut annotated = record();
+        annotated.annotate("tenant_id", "acme".into());
+        assert_eq!(
+            shown(annotated.clone(), &RenderOptions::default()),
+            serde_json::json!({"id": "1", "name": "x", "tenant_id": "acme", "remote_data": {"id": 1}})
+        );
+        assert_eq!(
+            shown(annotated, &raw),
+            serde_json::json!({"id": 1, "tenant_id": "acme"})
+        );
     }
 }

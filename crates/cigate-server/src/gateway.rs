@@ -147,7 +147,11 @@ pub async fn every(
             })
             .await?;
         calls += u64::from(page.upstream_calls);
-        items.extend(page.items.into_iter().map(|r| r.unified));
+        items.extend(
+            page.items
+                .iter()
+                .map(|r| serde_json::to_value(&r.unified).unwrap_or(Value::Null)),
+        );
         match page.next {
             Some(next) => position = Some(next),
             None => return Ok((items, calls)),

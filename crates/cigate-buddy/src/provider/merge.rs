@@ -24,9 +24,10 @@
 use std::cmp::Reverse;
 use std::collections::VecDeque;
 
-use cigate_core::{Job, JobFilters, ProviderError, Record};
+use cigate_core::{Job, JobFilters, ProviderError, Record, RemoteData};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::{
@@ -77,7 +78,7 @@ impl MergeState {
 }
 
 struct Item {
-    raw: Value,
+    raw: Box<RawValue>,
     exec: wire::Execution,
     head: Head,
 }
@@ -180,18 +181,19 @@ async fn load(
     per_page: u32,
 ) -> Result<Buffer, ProviderError> {
     let path = format!("{}/executions", pipeline_path(ws, project, pipeline));
-    let body = call
-        .get(
+    let page_read = call
+        .get_page(
             &path,
             &[
                 ("page", page.to_string()),
                 ("per_page", per_page.to_string()),
             ],
+            "executions",
             SCOPE_EXECUTION,
         )
         .await?;
-    let counters: wire::PageCounters = wire::parse(&body);
-    let mut raws = wire::list_items(&body, "executions");
+    let counters = page_read.counters;
+    let mut raws = page_read.items;
     raws.truncate(per_page as usize);
     let last_page =
         raws.len() < per_page as usize || counters.total_page_count.is_some_and(|t| page >= t);
@@ -199,7 +201,7 @@ async fn load(
         .into_iter()
         .skip(skip as usize)
         .map(|raw| {
-            let exec: wire::Execution = wire::parse(&raw);
+            let exec: wire::Execution = wire::parse_raw(&raw);
             let head = head_of(&exec);
             Item { raw, exec, head }
         })
@@ -370,7 +372,7 @@ pub(crate) async fn page(
             workflow: Some(source.pipeline.clone()),
             workflow_name: None,
         };
-        let job = mapping::job(&item.exec, &ctx, &item.raw);
+        let job = mapping::job(&item.exec, &ctx, Some(RemoteData::new(item.raw)));
         // Newest first across all sources: once the newest remaining item is older than
         // the window, everything else is too.
         if let (Some(after), Some(started)) = (filters.created_after, item.exec.start_date) {
@@ -380,7 +382,7 @@ pub(crate) async fn page(
             }
         }
         if matches(&job, &item.exec, filters) {
-            out.push(Record::new(&job, item.raw));
+            out.push(Record::new(job));
         }
     }
 
@@ -422,7 +424,7 @@ mod tests {
     fn filters() {
         let exec: wire::Execution = wire::parse(&json!({"id": 1, "status": "FAILED",
             "branch": {"name": "main"}, "start_date": "2024-05-01T00:00:00Z"}));
-        let job = mapping::job(&exec, &JobContext::default(), &Value::Null);
+        let job = mapping::job(&exec, &JobContext::default(), None);
         let f = |v: Value| -> JobFilters { serde_json::from_value(v).unwrap() };
         assert!(matches(&job, &exec, &JobFilters::default()));
         assert!(matches(&job, &exec, &f(json!({"status": "completed"}))));

@@ -19,11 +19,12 @@ use cigate_core::{
     GetResult, ListPage, ListQuery, Provider, ProviderError, RateLimit, Record, Resource,
 };
 use futures::stream::{self, StreamExt, TryStreamExt};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::client::BuddyClient;
+use crate::client::{decode_json, BuddyClient};
 use crate::error::BuddyError;
-use crate::mapping::{self, JobContext};
+use crate::mapping::{records, JobContext};
 use crate::wire;
 
 pub use window::{MAX_PAGES, MAX_PER_PAGE};
@@ -91,13 +92,24 @@ impl<'a> Call<'a> {
     }
 
     /// `GET path` with `params` plus the caller's `remote_query` (our paging parameters
-    /// win over the caller's).
+    /// win over the caller's), parsed as JSON.
     pub(crate) async fn get(
         &self,
         path: &str,
         params: &[(&str, String)],
         scope: &'static str,
     ) -> Result<Value, ProviderError> {
+        let body = self.get_bytes(path, params, scope).await?;
+        decode_json(200, &body).map_err(|e| provider_error(e, scope))
+    }
+
+    /// Like [`Call::get`], the body as Buddy sent it, for the reads that map it.
+    pub(crate) async fn get_bytes(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+        scope: &'static str,
+    ) -> Result<Vec<u8>, ProviderError> {
         let mut query: Vec<(String, String)> = self
             .remote_query
             .iter()
@@ -110,7 +122,7 @@ impl<'a> Call<'a> {
         let answer = self
             .provider
             .client
-            .get_json(path, &query)
+            .get_bytes(path, &query)
             .await
             .map_err(|e| provider_error(e, scope))?;
         let seen = RateLimit {
@@ -131,6 +143,28 @@ impl<'a> Call<'a> {
             }
         }
         Ok(answer.body)
+    }
+
+    /// A list page's items and counters (see [`wire::RawPage`]).
+    pub(crate) async fn get_page(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+        key: &str,
+        scope: &'static str,
+    ) -> Result<wire::RawPage, ProviderError> {
+        let body = self.get_bytes(path, params, scope).await?;
+        wire::RawPage::parse(&body, key).map_err(|e| decode_error(e, scope))
+    }
+
+    /// One object as Buddy sent it.
+    pub(crate) async fn get_object(
+        &self,
+        path: &str,
+        scope: &'static str,
+    ) -> Result<Box<RawValue>, ProviderError> {
+        let body = self.get_bytes(path, &[], scope).await?;
+        wire::raw_object(&body).map_err(|e| decode_error(e, scope))
     }
 
     /// Every page of a Buddy list whose size is unknown (pipelines of a project, projects
@@ -201,6 +235,13 @@ pub(crate) fn provider_error(error: BuddyError, scope: &str) -> ProviderError {
         BuddyError::RateLimited { retry_after } => ProviderError::RateLimited { retry_after },
         other => ProviderError::Transport(other.to_string()),
     }
+}
+
+fn decode_error(error: serde_json::Error, scope: &str) -> ProviderError {
+    provider_error(
+        BuddyError::Decode(format!("invalid JSON from Buddy: {error}")),
+        scope,
+    )
 }
 
 /// Percent-encodes one path segment (everything but RFC 3986 unreserved characters).
@@ -305,19 +346,23 @@ impl BuddyProvider {
         Ok(only)
     }
 
-    /// A list Buddy returns whole, sliced at `offset`.
-    fn slice(
-        items: Vec<Value>,
+    /// A list Buddy returns whole, sliced at `offset`; only the slice is mapped.
+    fn slice<T>(
+        items: Vec<Box<RawValue>>,
         offset: u64,
         limit: u32,
-        map: impl Fn(&Value) -> Record,
-    ) -> (Vec<Record>, Option<Value>) {
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(items.len());
-        let end = start.saturating_add(limit as usize).min(items.len());
-        let records = items[start..end].iter().map(map).collect();
-        let next = (end < items.len()).then(|| json!({ "o": end }));
+        map: impl FnMut(Box<RawValue>) -> T,
+    ) -> (Vec<T>, Option<Value>) {
+        let total = items.len();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);
+        let end = start.saturating_add(limit as usize).min(total);
+        let records = items
+            .into_iter()
+            .skip(start)
+            .take(end - start)
+            .map(map)
+            .collect();
+        let next = (end < total).then(|| json!({ "o": end }));
         (records, next)
     }
 
@@ -331,20 +376,21 @@ impl BuddyProvider {
         scope: &'static str,
         offset: u64,
         limit: u32,
-    ) -> Result<(Vec<Value>, Option<Value>), ProviderError> {
+    ) -> Result<(Vec<Box<RawValue>>, Option<Value>), ProviderError> {
         let plan = window::plan(offset, limit, MAX_PER_PAGE);
         let fetch = |c: window::PageCall| async move {
-            let body = call
-                .get(
+            let page = call
+                .get_page(
                     path,
                     &[
                         ("page", c.page.to_string()),
                         ("per_page", c.per_page.to_string()),
                     ],
+                    key,
                     scope,
                 )
                 .await?;
-            Ok::<_, ProviderError>((c, body))
+            Ok::<_, ProviderError>((c, page))
         };
         let Some((&first, rest)) = plan.split_first() else {
             return Ok((Vec::new(), None));
@@ -352,13 +398,13 @@ impl BuddyProvider {
         let first_body = fetch(first).await?;
         // The executions envelope carries the total: calls past it are skipped, and a
         // last page that happens to be full needs no extra call to find the end.
-        let total = wire::parse::<wire::PageCounters>(&first_body.1).total_element_count;
+        let total = first_body.1.counters.total_element_count;
         let rest: Vec<window::PageCall> = rest
             .iter()
             .copied()
             .filter(|c| total.is_none_or(|t| c.start() < t))
             .collect();
-        let more: Vec<(window::PageCall, Value)> = if rest.is_empty() {
+        let more: Vec<(window::PageCall, wire::RawPage)> = if rest.is_empty() {
             Vec::new()
         } else {
             stream::iter(rest)
@@ -369,8 +415,8 @@ impl BuddyProvider {
         };
         let mut items = Vec::with_capacity(limit as usize);
         let mut ended = false;
-        for (c, body) in std::iter::once(first_body).chain(more) {
-            let mut page = wire::list_items(&body, key);
+        for (c, page) in std::iter::once(first_body).chain(more) {
+            let mut page = page.items;
             page.truncate(c.per_page as usize);
             let short = page.len() < c.per_page as usize;
             items.extend(page);
@@ -412,13 +458,10 @@ impl Provider for BuddyProvider {
         let (items, next) = match resource {
             Resource::Workspaces => {
                 let offset = offset_of(position.as_ref())?;
-                let body = call.get("/workspaces", &[], SCOPE_WORKSPACE).await?;
-                Self::slice(
-                    wire::list_items(&body, "workspaces"),
-                    offset,
-                    limit,
-                    |raw| Record::new(&mapping::workspace(&wire::parse(raw), raw), raw.clone()),
-                )
+                let page = call
+                    .get_page("/workspaces", &[], "workspaces", SCOPE_WORKSPACE)
+                    .await?;
+                Self::slice(page.items, offset, limit, records::workspace)
             }
             Resource::Repos => {
                 let offset = offset_of(position.as_ref())?;
@@ -428,10 +471,7 @@ impl Provider for BuddyProvider {
                     .window(&call, &path, "projects", SCOPE_WORKSPACE, offset, limit)
                     .await?;
                 let ws = Some(s.workspace.as_str());
-                let items = raws
-                    .into_iter()
-                    .map(|raw| Record::new(&mapping::repo(&wire::parse(&raw), ws, &raw), raw))
-                    .collect();
+                let items = raws.into_iter().map(|raw| records::repo(raw, ws)).collect();
                 (items, next)
             }
             Resource::Branches | Resource::PullRequests => {
@@ -440,39 +480,30 @@ impl Provider for BuddyProvider {
                 let repo = s.repo.as_deref().unwrap_or_default();
                 let base = format!("{}/repository", project_path(&s.workspace, repo));
                 if resource == Resource::Branches {
-                    let body = call
-                        .get(&format!("{base}/branches"), &[], SCOPE_REPOSITORY)
-                        .await?;
-                    Self::slice(wire::list_items(&body, "branches"), offset, limit, |raw| {
-                        Record::new(
-                            &mapping::branch(&wire::parse(raw), Some(repo), raw),
-                            raw.clone(),
+                    let page = call
+                        .get_page(
+                            &format!("{base}/branches"),
+                            &[],
+                            "branches",
+                            SCOPE_REPOSITORY,
                         )
+                        .await?;
+                    Self::slice(page.items, offset, limit, |raw| {
+                        records::branch(raw, Some(repo))
                     })
                 } else {
-                    let body = call
-                        .get(&format!("{base}/pulls"), &[], SCOPE_REPOSITORY)
+                    let page = call
+                        .get_page(
+                            &format!("{base}/pulls"),
+                            &[],
+                            "pull_requests",
+                            SCOPE_REPOSITORY,
+                        )
                         .await?;
-                    let (raws, next) = Self::slice(
-                        wire::list_items(&body, "pull_requests"),
-                        offset,
-                        limit,
-                        |raw| Record {
-                            unified: Value::Null,
-                            raw: raw.clone(),
-                        },
-                    );
-                    let mut prs: Vec<_> = raws
-                        .iter()
-                        .map(|r| mapping::pull_request(&wire::parse(&r.raw), &r.raw))
-                        .collect();
+                    let (mut prs, next) =
+                        Self::slice(page.items, offset, limit, records::pull_request);
                     pulls::enrich(&call, &s.workspace, repo, &mut prs).await;
-                    let items = prs
-                        .iter()
-                        .zip(raws)
-                        .map(|(pr, r)| Record::new(pr, r.raw))
-                        .collect();
-                    (items, next)
+                    (prs.into_iter().map(Record::new).collect(), next)
                 }
             }
             Resource::Workflows => {
@@ -486,12 +517,7 @@ impl Provider for BuddyProvider {
                 let ws = Some(s.workspace.as_str());
                 let items = raws
                     .into_iter()
-                    .map(|raw| {
-                        Record::new(
-                            &mapping::workflow(&wire::parse(&raw), ws, Some(repo), &raw),
-                            raw,
-                        )
-                    })
+                    .map(|raw| records::workflow(raw, ws, Some(repo)))
                     .collect();
                 (items, next)
             }
@@ -523,9 +549,7 @@ impl Provider for BuddyProvider {
                         };
                         let items = raws
                             .into_iter()
-                            .map(|raw| {
-                                Record::new(&mapping::job(&wire::parse(&raw), &ctx, &raw), raw)
-                            })
+                            .map(|raw| records::job(raw, &ctx))
                             .collect();
                         (items, next)
                     }
@@ -564,24 +588,20 @@ impl Provider for BuddyProvider {
         }
         let record = match resource {
             Resource::Workspaces => {
-                let raw = call.get(&ws_path(id), &[], SCOPE_WORKSPACE).await?;
-                Record::new(&mapping::workspace(&wire::parse(&raw), &raw), raw)
+                records::workspace(call.get_object(&ws_path(id), SCOPE_WORKSPACE).await?)
             }
             Resource::Repos => {
                 let s = self.scope(&call, query, None, false).await?;
                 let raw = call
-                    .get(&project_path(&s.workspace, id), &[], SCOPE_WORKSPACE)
+                    .get_object(&project_path(&s.workspace, id), SCOPE_WORKSPACE)
                     .await?;
-                Record::new(
-                    &mapping::repo(&wire::parse(&raw), Some(&s.workspace), &raw),
-                    raw,
-                )
+                records::repo(raw, Some(&s.workspace))
             }
             Resource::Branches => {
                 let s = self.scope(&call, query, Some("repo"), false).await?;
                 let repo = s.repo.as_deref().unwrap_or_default();
                 let raw = self.branch(&call, &s.workspace, repo, id).await?;
-                Record::new(&mapping::branch(&wire::parse(&raw), Some(repo), &raw), raw)
+                records::branch(raw, Some(repo))
             }
             Resource::PullRequests => {
                 let s = self.scope(&call, query, Some("repo"), false).await?;
@@ -593,26 +613,20 @@ impl Provider for BuddyProvider {
                     "{}/repository/pulls/{number}",
                     project_path(&s.workspace, repo)
                 );
-                let raw = call.get(&path, &[], SCOPE_REPOSITORY).await?;
-                let mut pr = [mapping::pull_request(&wire::parse(&raw), &raw)];
+                let raw = call.get_object(&path, SCOPE_REPOSITORY).await?;
+                let mut pr = [records::pull_request(raw)];
                 pulls::enrich(&call, &s.workspace, repo, &mut pr).await;
-                Record::new(&pr[0], raw)
+                let [pr] = pr;
+                Record::new(pr)
             }
             Resource::Workflows => {
                 let s = self.scope(&call, query, Some("repo"), false).await?;
                 let repo = s.repo.as_deref().unwrap_or_default();
                 let id = numeric_id(id, "workflow")?;
                 let raw = call
-                    .get(
-                        &pipeline_path(&s.workspace, repo, &id),
-                        &[],
-                        SCOPE_EXECUTION,
-                    )
+                    .get_object(&pipeline_path(&s.workspace, repo, &id), SCOPE_EXECUTION)
                     .await?;
-                Record::new(
-                    &mapping::workflow(&wire::parse(&raw), Some(&s.workspace), Some(repo), &raw),
-                    raw,
-                )
+                records::workflow(raw, Some(&s.workspace), Some(repo))
             }
             Resource::Jobs => {
                 let s = self.scope(&call, query, Some("project"), true).await?;
@@ -623,14 +637,14 @@ impl Provider for BuddyProvider {
                     "{}/executions/{id}",
                     pipeline_path(&s.workspace, repo, &workflow)
                 );
-                let raw = call.get(&path, &[], SCOPE_EXECUTION).await?;
+                let raw = call.get_object(&path, SCOPE_EXECUTION).await?;
                 let ctx = JobContext {
                     workspace: Some(s.workspace.clone()),
                     repo: Some(repo.to_owned()),
                     workflow: Some(workflow),
                     workflow_name: None,
                 };
-                Record::new(&mapping::job(&wire::parse(&raw), &ctx, &raw), raw)
+                records::job(raw, &ctx)
             }
         };
         Ok(GetResult {
@@ -657,7 +671,7 @@ impl BuddyProvider {
         ws: &str,
         repo: &str,
         name: &str,
-    ) -> Result<Value, ProviderError> {
+    ) -> Result<Box<RawValue>, ProviderError> {
         let base = format!("{}/repository/branches", project_path(ws, repo));
         let direct = name
             .bytes()
@@ -666,13 +680,15 @@ impl BuddyProvider {
             && name != "..";
         if direct {
             return call
-                .get(&format!("{base}/{name}"), &[], SCOPE_REPOSITORY)
+                .get_object(&format!("{base}/{name}"), SCOPE_REPOSITORY)
                 .await;
         }
-        let body = call.get(&base, &[], SCOPE_REPOSITORY).await?;
-        wire::list_items(&body, "branches")
+        let page = call
+            .get_page(&base, &[], "branches", SCOPE_REPOSITORY)
+            .await?;
+        page.items
             .into_iter()
-            .find(|b| b.get("name").and_then(Value::as_str) == Some(name))
+            .find(|b| wire::parse_raw::<wire::Branch>(b).name.as_deref() == Some(name))
             .ok_or_else(|| ProviderError::NotFound(format!("branch `{name}`")))
     }
 }
@@ -715,11 +731,10 @@ mod tests {
 
     #[test]
     fn slicing_whole_lists() {
-        let items: Vec<Value> = (0..5).map(|i| json!({ "name": i.to_string() })).collect();
-        let map = |raw: &Value| Record {
-            unified: raw.clone(),
-            raw: raw.clone(),
-        };
+        let items: Vec<Box<RawValue>> = (0..5)
+            .map(|i| serde_json::value::to_raw_value(&json!({ "name": i.to_string() })).unwrap())
+            .collect();
+        let map = |raw: Box<RawValue>| raw.get().to_owned();
         let (page, next) = BuddyProvider::slice(items.clone(), 0, 2, map);
         assert_eq!(page.len(), 2);
         assert_eq!(next, Some(json!({"o": 2})));

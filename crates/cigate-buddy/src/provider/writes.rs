@@ -10,7 +10,7 @@ use cigate_core::model::{variable_scope, workflow_trigger};
 use cigate_core::writes::priority_upper;
 use cigate_core::{
     GetResult, JobLog, JobLogs, JobOperation, JobRun, ListQuery, ProviderError, ProviderWrites,
-    RateLimit, Record, RepoInput, RunVariable, Variable, VariableInput, VariableScope,
+    RateLimit, Record, RemoteData, RepoInput, RunVariable, Variable, VariableInput, VariableScope,
     WorkflowInput, WorkspaceInput,
 };
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -215,14 +215,13 @@ pub fn variable(raw: &Value, workspace: &str) -> (Variable, Value) {
             repo: project,
             workflow: pipeline,
         },
-        remote_data: Some(scrubbed.clone()),
+        remote_data: RemoteData::from_value(&scrubbed),
     };
     (v, scrubbed)
 }
 
 fn variable_record(raw: &Value, workspace: &str) -> Record {
-    let (v, scrubbed) = variable(raw, workspace);
-    Record::new(&v, scrubbed)
+    Record::new(variable(raw, workspace).0)
 }
 
 /// A Buddy 4xx on an operation is the job's state refusing it (Buddy answers 400 for
@@ -345,17 +344,23 @@ impl BuddyProvider {
             (false, None) => raw,
         };
         Ok(GetResult {
-            record: Record::new(
-                &mapping::workflow(&wire::parse(&raw), Some(ws), Some(repo), &raw),
-                raw,
-            ),
+            record: Record::new(mapping::workflow(
+                &wire::parse(&raw),
+                Some(ws),
+                Some(repo),
+                RemoteData::from_value(&raw),
+            )),
             rate_limit: rate,
         })
     }
 
     fn repo_record(ws: &str, raw: Value, rate: Option<RateLimit>) -> GetResult {
         GetResult {
-            record: Record::new(&mapping::repo(&wire::parse(&raw), Some(ws), &raw), raw),
+            record: Record::new(mapping::repo(
+                &wire::parse(&raw),
+                Some(ws),
+                RemoteData::from_value(&raw),
+            )),
             rate_limit: rate,
         }
     }
@@ -367,7 +372,11 @@ impl BuddyProvider {
             workflow: Some(workflow.to_owned()),
             workflow_name: None,
         };
-        Record::new(&mapping::job(&wire::parse(&raw), &ctx, &raw), raw)
+        Record::new(mapping::job(
+            &wire::parse(&raw),
+            &ctx,
+            RemoteData::from_value(&raw),
+        ))
     }
 
     async fn var_scope(
@@ -544,7 +553,7 @@ impl ProviderWrites for BuddyProvider {
                 workflow: Some(workflow.clone()),
                 workflow_name: None,
             },
-            &raw,
+            RemoteData::from_value(&raw),
         );
         let actions = execution.action_executions.clone().unwrap_or_default();
         let call = &call;
@@ -619,10 +628,12 @@ impl ProviderWrites for BuddyProvider {
             .send(Method::POST, &path, Some(&body), SCOPE_MANAGE)
             .await?;
         Ok(GetResult {
-            record: Record::new(
-                &mapping::workflow(&wire::parse(&raw), Some(&s.workspace), Some(&repo), &raw),
-                raw,
-            ),
+            record: Record::new(mapping::workflow(
+                &wire::parse(&raw),
+                Some(&s.workspace),
+                Some(&repo),
+                RemoteData::from_value(&raw),
+            )),
             rate_limit: rate,
         })
     }
@@ -667,10 +678,12 @@ impl ProviderWrites for BuddyProvider {
             .send(Method::PATCH, &path, Some(&body), SCOPE_MANAGE)
             .await?;
         Ok(GetResult {
-            record: Record::new(
-                &mapping::workflow(&wire::parse(&raw), Some(&s.workspace), Some(&repo), &raw),
-                raw,
-            ),
+            record: Record::new(mapping::workflow(
+                &wire::parse(&raw),
+                Some(&s.workspace),
+                Some(&repo),
+                RemoteData::from_value(&raw),
+            )),
             rate_limit: rate,
         })
     }
@@ -714,10 +727,8 @@ impl ProviderWrites for BuddyProvider {
             .filter(|r| {
                 // Buddy's filters are inclusive of narrower scopes; keep the exact one.
                 r.unified
-                    .get("scope")
-                    .and_then(|s| s.get("type"))
-                    .and_then(Value::as_str)
-                    == Some(kind)
+                    .as_variable()
+                    .is_some_and(|v| v.scope.kind == kind)
             })
             .collect())
     }
@@ -826,7 +837,10 @@ impl ProviderWrites for BuddyProvider {
             .send(Method::POST, "/workspaces", Some(&body), SCOPE_WORKSPACE)
             .await?;
         Ok(GetResult {
-            record: Record::new(&mapping::workspace(&wire::parse(&raw), &raw), raw),
+            record: Record::new(mapping::workspace(
+                &wire::parse(&raw),
+                RemoteData::from_value(&raw),
+            )),
             rate_limit: rate,
         })
     }
@@ -925,7 +939,7 @@ impl ProviderWrites for BuddyProvider {
             .flatten()
             .filter_map(|raw| {
                 let integration = mapping::integration(raw)?;
-                Some(Record::new(&integration, raw.clone()))
+                Some(Record::new(integration))
             })
             .collect())
     }
@@ -1072,7 +1086,7 @@ mod tests {
         assert!(v.encrypted);
         assert_eq!(v.scope.kind, "repo");
         assert_eq!(v.scope.repo.as_deref(), Some("web"));
-        let out = serde_json::to_string(&Record::new(&v, scrubbed.clone()).unified).unwrap();
+        let out = serde_json::to_string(&Record::new(v.clone()).unified).unwrap();
         assert!(!out.contains("secure!"), "{out}");
         assert!(!scrubbed.to_string().contains("secure!"));
         let plain = json!({"id": 13, "key": "URL", "value": "https://x", "encrypted": false,

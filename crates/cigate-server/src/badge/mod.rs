@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use cigate_core::model::{job_conclusion, job_status};
-use cigate_core::{JobFilters, ListQuery, Resource};
+use cigate_core::{Job, JobFilters, ListQuery, Resource};
 use cigate_store::Badge;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -57,16 +57,15 @@ impl Outcome {
     /// failing; `cancelled` cancelled. A `skipped` job ran nothing, so it reads like a
     /// branch without runs (`no runs`). A raw provider status or conclusion cigate
     /// does not normalise is `unknown` rather than a guess.
-    pub fn of_latest(job: Option<&Value>) -> Self {
+    pub fn of_latest(job: Option<&Job>) -> Self {
         let Some(job) = job else {
             return Outcome::NoRuns;
         };
-        let field = |name: &str| job.get(name).and_then(Value::as_str);
-        match field("status") {
+        match job.status.as_deref() {
             Some(job_status::QUEUED | job_status::IN_PROGRESS | job_status::WAITING) => {
                 Outcome::Running
             }
-            Some(job_status::COMPLETED) => match field("conclusion") {
+            Some(job_status::COMPLETED) => match job.conclusion.as_deref() {
                 Some(job_conclusion::PASSED) => Outcome::Passing,
                 Some(
                     job_conclusion::FAILED | job_conclusion::TIMEOUT | job_conclusion::PARTIAL,
@@ -224,7 +223,7 @@ async fn latest(state: &AppState, badge: &Badge) -> ApiResult<Outcome> {
         })
         .await?;
     Ok(Outcome::of_latest(
-        page.items.first().map(|job| &job.unified),
+        page.items.first().and_then(|job| job.unified.as_job()),
     ))
 }
 
@@ -232,8 +231,13 @@ async fn latest(state: &AppState, badge: &Badge) -> ApiResult<Outcome> {
 mod tests {
     use super::*;
 
-    fn job(status: &str, conclusion: Option<&str>) -> Value {
-        json!({ "id": "1", "status": status, "conclusion": conclusion })
+    fn job(status: &str, conclusion: Option<&str>) -> Job {
+        Job {
+            id: "1".into(),
+            status: Some(status.into()),
+            conclusion: conclusion.map(str::to_owned),
+            ..Job::default()
+        }
     }
 
     #[test]
@@ -254,9 +258,9 @@ mod tests {
             ("SOMETHING_NEW", None, Outcome::Unknown),
         ] {
             let job = job(status, conclusion);
-            assert_eq!(Outcome::of_latest(Some(&job)), expected, "{job}");
+            assert_eq!(Outcome::of_latest(Some(&job)), expected, "{job:?}");
         }
-        assert_eq!(Outcome::of_latest(Some(&json!({}))), Outcome::Unknown);
+        assert_eq!(Outcome::of_latest(Some(&Job::default())), Outcome::Unknown);
     }
 
     #[test]

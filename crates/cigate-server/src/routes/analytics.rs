@@ -22,7 +22,6 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use cigate_core::metrics::{figures, is_deploy_name, Figures, Sample, Window, WorkflowSamples};
-use cigate_core::model::Job;
 use cigate_core::{ListQuery, Resource};
 use cigate_store::Account;
 
@@ -224,12 +223,12 @@ async fn samples(
         calls += u64::from(page.upstream_calls);
         let mut reaches_window = false;
         for record in &page.items {
-            let Ok(job) = serde_json::from_value::<Job>(record.unified.clone()) else {
+            let Some(job) = record.unified.as_job() else {
                 continue;
             };
             let latest = job.completed_at.or(job.started_at).or(job.created_at);
             reaches_window |= latest.is_none_or(|at| at >= window.from);
-            samples.extend(Sample::of(&job, window));
+            samples.extend(Sample::of(job, window));
         }
         match page.next {
             Some(next) if reaches_window => position = Some(next),

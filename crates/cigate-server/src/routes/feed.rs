@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use cigate_core::cursor::CursorBinding;
-use cigate_core::{ListPage, ListQuery, Record, RenderOptions, Resource};
+use cigate_core::{ListPage, ListQuery, Record, RenderOptions, Rendered, Resource};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -47,7 +47,7 @@ struct FeedState {
 
 /// A page of the tenant feed.
 pub struct FeedPage {
-    pub items: Vec<Value>,
+    pub items: Vec<Rendered>,
     pub next_cursor: Option<String>,
     pub skipped_accounts: Vec<SkippedAccount>,
 }
@@ -70,23 +70,19 @@ struct Loaded {
 }
 
 fn key(record: &Record, account: usize) -> Key {
-    let job = &record.unified;
+    let job = record.unified.as_job();
     let at = job
-        .get("created_at")
-        .and_then(Value::as_str)
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .and_then(|j| j.created_at)
         .map_or(i64::MAX, |t| t.timestamp_millis());
-    let id = job.get("id").and_then(Value::as_str).unwrap_or_default();
-    (at, account, id.to_owned())
+    (at, account, record.unified.id().to_owned())
 }
 
-/// Every job of the feed names its account and tenant (in the raw form too).
+/// Every job of the feed names its account and tenant (in the raw form too; an account
+/// without a tenant, read only by the dashboard's environment-wide timeline, names none).
 fn annotate(record: &mut Record, account: &str, tenant: Option<&str>) {
-    for value in [&mut record.unified, &mut record.raw] {
-        if let Some(object) = value.as_object_mut() {
-            object.insert("integrated_account_id".into(), Value::from(account));
-            object.insert("tenant_id".into(), Value::from(tenant));
-        }
+    record.annotate("integrated_account_id", account.to_owned());
+    if let Some(tenant) = tenant {
+        record.annotate("tenant_id", tenant.to_owned());
     }
 }
 

@@ -345,13 +345,7 @@ impl Run<'_> {
             .call(|p| f(p, d.found_id.clone()))
             .await
             .map_err(|e| at_step(e, d.kind, &d.shown))?;
-        found
-            .record
-            .unified
-            .get("id")
-            .and_then(Value::as_str)
-            .map(|id| Some(id.to_owned()))
-            .ok_or_else(|| ApiError::Internal("the provider answered a write without an id".into()))
+        Ok(Some(found.record.unified.id().to_owned()))
     }
 
     async fn repo(&mut self, spec: &RepoSpec, found: Option<&Value>) -> ApiResult<Option<String>> {
@@ -479,7 +473,10 @@ impl Run<'_> {
                 .await?;
             records
                 .into_iter()
-                .filter_map(|r| Some((r.unified.get("key")?.as_str()?.to_owned(), r.unified)))
+                .filter_map(|r| {
+                    let v = r.unified.as_variable()?;
+                    Some((v.key.clone(), serde_json::to_value(v).ok()?))
+                })
                 .collect()
         };
         for spec in specs {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use cigate_core::cursor::CursorBinding;
 use cigate_core::model::{Job, Repo};
-use cigate_core::{ListQuery, RenderOptions, Resource};
+use cigate_core::{ListQuery, RenderOptions, Rendered, Resource};
 
 use crate::auth::Caller;
 use crate::envelope::ListEnvelope;
@@ -96,7 +96,7 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     ApiPath(resource_name): ApiPath<String>,
     query: QueryPairs,
-) -> ApiResult<(HeaderMap, Json<ListEnvelope<Value>>)> {
+) -> ApiResult<(HeaderMap, Json<ListEnvelope<Rendered>>)> {
     let resource = resource(&resource_name)?;
     let render = query.render_options()?;
     if let (Resource::Jobs, None, Some(tenant)) = (
@@ -143,7 +143,7 @@ async fn tenant_jobs(
     tenant: &str,
     query: &QueryPairs,
     render: &RenderOptions,
-) -> ApiResult<(HeaderMap, Json<ListEnvelope<Value>>)> {
+) -> ApiResult<(HeaderMap, Json<ListEnvelope<Rendered>>)> {
     // No account's default workspace: without `workspace`, every workspace of each.
     let list_query = query.list_query(&Value::Null)?;
     let timeout = query.timeout(state.default_timeout())?;

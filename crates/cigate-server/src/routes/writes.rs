@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Extension, Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use cigate_core::model::job_status;
 use cigate_core::{
@@ -837,13 +837,13 @@ pub async fn list_integrations(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     query: QueryPairs,
-) -> ApiResult<Json<ListEnvelope<Value>>> {
+) -> ApiResult<Json<ListEnvelope<cigate_core::Rendered>>> {
     let render = query.render_options()?;
     let target = Target::load(&state, &caller, &query).await?;
     let records = target
         .write(|p, scope| async move { writes_of(&*p)?.list_integrations(scope).await })
         .await?;
-    let items = records.iter().map(|r| r.render(&render)).collect();
+    let items = records.into_iter().map(|r| r.render(&render)).collect();
     Ok(Json(ListEnvelope::new(items, None)))
 }
 
@@ -868,14 +868,14 @@ pub async fn list_variables(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     query: QueryPairs,
-) -> ApiResult<Json<ListEnvelope<Value>>> {
+) -> ApiResult<Json<ListEnvelope<cigate_core::Rendered>>> {
     let render = query.render_options()?;
     let target = Target::load(&state, &caller, &query).await?;
     let records = target
         .write(|p, scope| async move { writes_of(&*p)?.list_variables(scope).await })
         .await?;
     Ok(Json(ListEnvelope::new(
-        records.iter().map(|r| r.render(&render)).collect(),
+        records.into_iter().map(|r| r.render(&render)).collect(),
         None,
     )))
 }

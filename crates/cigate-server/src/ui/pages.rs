@@ -14,7 +14,7 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Duration, Utc};
 use cigate_core::metrics::{Figures, Window};
 use cigate_core::model::Job;
-use cigate_core::{ListQuery, RenderOptions};
+use cigate_core::{ListQuery, RenderOptions, Rendered};
 use cigate_store::{Account, AccountFilter, AccountStatus, Delivery, DeliveryStatus, Webhook};
 use serde::Deserialize as _;
 use serde_json::{Map, Value};
@@ -235,9 +235,15 @@ async fn last_day(state: &AppState, caller: &Caller) -> Result<(DaySummary, usiz
     Ok((summary, skipped))
 }
 
-/// A job of the feed (rendered as the API renders it) read back as the core type.
-fn job_of(value: &Value) -> Option<Job> {
-    Job::deserialize(value).ok()
+/// A job of the feed, rendered as the API renders it (with the account and tenant the
+/// feed adds), as JSON.
+fn feed_json(rendered: &Rendered) -> Option<Value> {
+    serde_json::to_value(rendered).ok()
+}
+
+/// A job of the feed read back as the core type.
+fn job_of(rendered: &Rendered) -> Option<Job> {
+    Job::deserialize(feed_json(rendered)?).ok()
 }
 
 pub async fn overview(
@@ -537,8 +543,9 @@ pub struct JobRow {
     pub url: String,
 }
 
-fn job_row(value: &Value) -> Option<JobRow> {
-    let job = job_of(value)?;
+fn job_row(rendered: &Rendered) -> Option<JobRow> {
+    let value = feed_json(rendered)?;
+    let job = Job::deserialize(&value).ok()?;
     let text = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or_default();
     let (state, state_class) = job_state(&job);
     let seconds = match (job.started_at, job.completed_at) {

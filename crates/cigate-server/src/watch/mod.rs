@@ -109,12 +109,12 @@ pub(crate) fn recorded(state: &AppState, source: &'static str, events: usize, qu
 
 /// The job as events carry it: the unified Job without the provider's raw object
 /// (kept small, and free of anything the provider would echo).
-fn event_job(record: &Record) -> Value {
-    let mut job = record.unified.clone();
-    if let Some(object) = job.as_object_mut() {
-        object.remove("remote_data");
-    }
-    job
+fn event_job(job: &Job) -> Value {
+    let job = Job {
+        remote_data: None,
+        ..job.clone()
+    };
+    serde_json::to_value(&job).unwrap_or(Value::Null)
 }
 
 /// The events `transition`s of `job` on `account` mean.
@@ -170,21 +170,21 @@ pub async fn observe(
     record: &Record,
     baseline: bool,
 ) -> ApiResult<Vec<Event>> {
-    let Ok(job) = serde_json::from_value::<Job>(record.unified.clone()) else {
+    let Some(job) = record.unified.as_job() else {
         return Ok(Vec::new());
     };
-    let Some(job_ref) = JobRef::of(&job) else {
+    let Some(job_ref) = JobRef::of(job) else {
         return Ok(Vec::new());
     };
-    let current = JobState::of(&job);
-    let body = event_job(record);
+    let current = JobState::of(job);
+    let body = event_job(job);
     let (events, queued) = state
         .store
         .observe_job(&account.id, &job_ref.key(), read_at, &current, |previous| {
             if baseline {
                 return Vec::new();
             }
-            job_events(account, &job, &body, &transitions(previous, &current))
+            job_events(account, job, &body, &transitions(previous, &current))
         })
         .await?;
     recorded(state, source.label(), events.len(), queued);
@@ -304,10 +304,11 @@ mod tests {
 
     #[test]
     fn events_carry_the_job_without_the_raw_object() {
-        let record = Record {
-            unified: json!({"id": "1", "remote_data": {"token": "x"}}),
-            raw: json!({}),
+        let job = Job {
+            id: "1".into(),
+            remote_data: cigate_core::RemoteData::from_value(&json!({"token": "x"})),
+            ..Job::default()
         };
-        assert_eq!(event_job(&record), json!({"id": "1"}));
+        assert_eq!(event_job(&job), json!({"id": "1"}));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use cigate_core::events::event_type;
-use cigate_core::model::{job_status, Repo, Workflow, Workspace};
+use cigate_core::model::job_status;
 use cigate_core::{ListPage, ListQuery, Provider, RateLimit, Record, Resource};
 use cigate_store::{AccountStatus, EventSource, PollCandidate};
 use serde::{Deserialize, Serialize};
@@ -295,10 +295,6 @@ async fn list_all(
     }
 }
 
-fn unified<T: serde::de::DeserializeOwned>(record: &Record) -> Option<T> {
-    serde_json::from_value(record.unified.clone()).ok()
-}
-
 fn is_running(status: Option<&str>) -> bool {
     matches!(
         status,
@@ -376,7 +372,7 @@ async fn sweep(
             break;
         };
         for record in workflows {
-            let Some(workflow) = unified::<Workflow>(&record) else {
+            let Some(workflow) = record.unified.as_workflow() else {
                 continue;
             };
             let key = format!("{ws}/{repo}/{}", workflow.id);
@@ -419,7 +415,7 @@ async fn sweep(
             budget.saw(page.rate_limit);
             let mut job_running = false;
             for job in &page.items {
-                let status = job.unified.get("status").and_then(Value::as_str);
+                let status = job.unified.as_job().and_then(|j| j.status.as_deref());
                 job_running |= is_running(status);
                 let found = observe(state, &account, Source::Poll, read_at, job, baseline).await?;
                 missed_by_hook |= found
@@ -480,7 +476,7 @@ async fn repos_of(
         return Ok(None);
     };
     let mut repos = Vec::new();
-    for ws in workspaces.iter().filter_map(unified::<Workspace>) {
+    for ws in workspaces.iter().filter_map(|r| r.unified.as_workspace()) {
         let query = ListQuery {
             workspace: Some(ws.id.clone()),
             ..all.clone()
@@ -491,8 +487,8 @@ async fn repos_of(
         repos.extend(
             found
                 .iter()
-                .filter_map(unified::<Repo>)
-                .map(|repo| (ws.id.clone(), repo.id)),
+                .filter_map(|r| r.unified.as_repo())
+                .map(|repo| (ws.id.clone(), repo.id.clone())),
         );
     }
     Ok(Some(repos))
