@@ -273,3 +273,43 @@ async fn the_database_file_never_holds_the_token() {
     }
     assert!(found.is_empty(), "plaintext token found in {found:?}");
 }
+
+both_backends!(
+    a_full_page_of_1000_says_that_more_follow,
+    |h: Harness| async move {
+        let store = &h.server.state.store;
+        let env = store.ensure_environment("default").await.unwrap();
+        for _ in 0..1001 {
+            store
+                .create_account(cigate_store::NewAccount {
+                    environment_id: env.id.clone(),
+                    tenant_id: Some("many".into()),
+                    integration: "buddy".into(),
+                    status: cigate_store::AccountStatus::Active,
+                    context: json!({}),
+                    last_error: None,
+                    credential: cigate_store::Credential::ApiKey {
+                        api_key: cigate_store::Secret::new("k"),
+                    },
+                })
+                .await
+                .unwrap();
+        }
+        let (status, first) = h.get_json("/integrated-account?limit=1000").await;
+        assert_eq!(status, 200, "{first}");
+        assert_eq!(first["result"].as_array().unwrap().len(), 1000);
+        let cursor = first["next_cursor"].as_str().unwrap_or_else(|| {
+            panic!(
+                "a full last page hides the 1001st account: {}",
+                first["next_cursor"]
+            )
+        });
+        let (_, second) = h
+            .get_json(&format!(
+                "/integrated-account?limit=1000&next_cursor={cursor}"
+            ))
+            .await;
+        assert_eq!(second["result"].as_array().unwrap().len(), 1, "{second}");
+        assert!(second["next_cursor"].is_null(), "{second}");
+    }
+);

@@ -25,8 +25,9 @@ const UPSERT_CREDENTIAL: &str = "INSERT INTO account_credentials \
      ON CONFLICT (account_id) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce, \
      ciphertext = excluded.ciphertext, updated_at = excluded.updated_at";
 
-/// Largest page [`Store::list_accounts`] returns.
-pub const MAX_PAGE: u32 = 1000;
+/// Largest page [`Store::list_accounts`] returns: the API's largest page (1,000) and one
+/// more, which tells a pager whether another page follows.
+pub const MAX_PAGE: u32 = 1001;
 
 #[derive(sqlx::FromRow)]
 struct AccountRow {

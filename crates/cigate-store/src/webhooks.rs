@@ -29,8 +29,9 @@ use crate::keys::{key_changed, key_is_current, WEBHOOK_SECRETS, WRITE_ATTEMPTS};
 use crate::model::secret_context_key;
 use crate::{new_id, now, ttl_from, Store, StoreError};
 
-/// Largest page any list here returns.
-const MAX_PAGE: u32 = 1000;
+/// Largest page any list here returns: the API's largest page (1,000) and one more,
+/// which tells a pager whether another page follows.
+const MAX_PAGE: u32 = 1001;
 /// Bytes of a generated signing secret.
 const SECRET_BYTES: usize = 32;
 
