@@ -58,8 +58,10 @@ fn non_empty(s: &Option<String>) -> Option<String> {
     s.as_ref().filter(|s| !s.is_empty()).cloned()
 }
 
-fn raw_data(raw: &Value) -> Option<Value> {
-    Some(raw.clone())
+/// The upstream object as `remote_data`; a `null` item (seen in tolerant list pages) has
+/// none, so the field is left out as every absent field is.
+pub(crate) fn raw_data(raw: &Value) -> Option<Value> {
+    (!raw.is_null()).then(|| raw.clone())
 }
 
 pub fn workspace(w: &wire::Workspace, raw: &Value) -> Workspace {
@@ -358,6 +360,17 @@ mod tests {
             {"action_execution_id": "b", "status": "WAITING_FOR_APPLY"}]});
         let j = job(&parse(&cancelling), &JobContext::default(), &cancelling);
         assert_eq!(j.status.as_deref(), Some("completed"));
+    }
+
+    #[test]
+    fn a_null_item_has_no_remote_data() {
+        let null = Value::Null;
+        let j = job(&parse(&null), &JobContext::default(), &null);
+        assert_eq!(j.remote_data, None);
+        let answer = serde_json::to_value(&j).unwrap();
+        assert!(answer.get("remote_data").is_none(), "{answer}");
+        let (v, _) = crate::provider::writes::variable(&null, "acme");
+        assert_eq!(v.remote_data, None);
     }
 
     #[test]

@@ -215,7 +215,7 @@ pub fn variable(raw: &Value, workspace: &str) -> (Variable, Value) {
             repo: project,
             workflow: pipeline,
         },
-        remote_data: Some(scrubbed.clone()),
+        remote_data: crate::mapping::raw_data(&scrubbed),
     };
     (v, scrubbed)
 }
