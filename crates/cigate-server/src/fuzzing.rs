@@ -23,9 +23,12 @@ use crate::routes::link::{CallbackQuery, ConnectForm, PageQuery, UiParams};
 use crate::routes::provision;
 use crate::routes::proxy::{self, Mode};
 
+/// A target's body: one input, a panic when an invariant fails.
+pub type Body = fn(&[u8]);
+
 /// Every target: its name (the `fuzz/fuzz_targets/<name>.rs` binary and the
 /// `fuzz/corpus/<name>/` seeds) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("cursor", cursor),
     ("buddy_execution", buddy_execution),
     ("buddy_pipeline", buddy_pipeline),
