@@ -60,8 +60,28 @@ fn non_empty(s: &Option<String>) -> Option<String> {
 
 /// The upstream object as `remote_data`; a `null` item (seen in tolerant list pages) has
 /// none, so the field is left out as every absent field is.
-pub(crate) fn raw_data(raw: &Value) -> Option<Value> {
-    (!raw.is_null()).then(|| raw.clone())
+pub fn raw_data(raw: &Value) -> Option<Value> {
+    (!raw.is_null()).then(|| without_raw_value_token(raw))
+}
+
+/// The key serde_json (with its `raw_value` feature, which the server enables) reads as
+/// "this object is a raw JSON text": an object whose first key it is fails to
+/// deserialize as a `Value`, so a unified object carrying it in `remote_data` could no
+/// longer be read back (the change detector and analytics would skip it). No Buddy
+/// object has it; an upstream that sends it loses that one key.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+fn without_raw_value_token(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| key.as_str() != RAW_VALUE_TOKEN)
+                .map(|(key, value)| (key.clone(), without_raw_value_token(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_raw_value_token).collect()),
+        other => other.clone(),
+    }
 }
 
 pub fn workspace(w: &wire::Workspace, raw: &Value) -> Workspace {
@@ -371,6 +391,19 @@ mod tests {
         assert!(answer.get("remote_data").is_none(), "{answer}");
         let (v, _) = crate::provider::writes::variable(&null, "acme");
         assert_eq!(v.remote_data, None);
+    }
+
+    #[test]
+    fn remote_data_always_reads_back() {
+        let raw = json!({"id": 1, "$serde_json::private::RawValue": "EVENT",
+            "action_executions": [{"action": {"$serde_json::private::RawValue": 1, "id": 2}}]});
+        let j = job(&parse(&raw), &JobContext::default(), &raw);
+        let back: Job = serde_json::from_value(serde_json::to_value(&j).unwrap()).unwrap();
+        assert_eq!(back, j);
+        assert_eq!(
+            j.remote_data,
+            Some(json!({"id": 1, "action_executions": [{"action": {"id": 2}}]}))
+        );
     }
 
     #[test]

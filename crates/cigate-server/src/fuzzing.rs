@@ -149,7 +149,7 @@ pub fn buddy_execution(data: &[u8]) {
         if let (Some(start), Some(finish)) = (execution.start_date, execution.finish_date) {
             assert_eq!(job.duration_ms, Some((finish - start).num_milliseconds()));
         }
-        assert_eq!(job.remote_data, (!raw.is_null()).then(|| raw.clone()));
+        assert_eq!(job.remote_data, mapping::raw_data(&raw));
         stable_json(&job);
         let mut pr = cigate_core::PullRequest::default();
         mapping::enrich_pull_request(&mut pr, &execution);
