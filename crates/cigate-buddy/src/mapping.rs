@@ -343,38 +343,33 @@ pub mod records {
 
     pub fn workspace(raw: Box<RawValue>) -> Record {
         let w = wire::parse_raw(&raw);
-        Record::new(super::workspace(&w, Some(RemoteData::new(raw))))
+        Record::new(super::workspace(&w, RemoteData::new(raw)))
     }
 
     pub fn repo(raw: Box<RawValue>, workspace: Option<&str>) -> Record {
         let p = wire::parse_raw(&raw);
-        Record::new(super::repo(&p, workspace, Some(RemoteData::new(raw))))
+        Record::new(super::repo(&p, workspace, RemoteData::new(raw)))
     }
 
     pub fn branch(raw: Box<RawValue>, repo: Option<&str>) -> Record {
         let b = wire::parse_raw(&raw);
-        Record::new(super::branch(&b, repo, Some(RemoteData::new(raw))))
+        Record::new(super::branch(&b, repo, RemoteData::new(raw)))
     }
 
     /// Not a record yet: Buddy's pull requests are minimal, the provider enriches them.
     pub fn pull_request(raw: Box<RawValue>) -> PullRequest {
         let pr = wire::parse_raw(&raw);
-        super::pull_request(&pr, Some(RemoteData::new(raw)))
+        super::pull_request(&pr, RemoteData::new(raw))
     }
 
     pub fn workflow(raw: Box<RawValue>, workspace: Option<&str>, repo: Option<&str>) -> Record {
         let p = wire::parse_raw(&raw);
-        Record::new(super::workflow(
-            &p,
-            workspace,
-            repo,
-            Some(RemoteData::new(raw)),
-        ))
+        Record::new(super::workflow(&p, workspace, repo, RemoteData::new(raw)))
     }
 
     pub fn job(raw: Box<RawValue>, ctx: &JobContext) -> Record {
         let e = wire::parse_raw(&raw);
-        Record::new(super::job(&e, ctx, Some(RemoteData::new(raw))))
+        Record::new(super::job(&e, ctx, RemoteData::new(raw)))
     }
 }
 

@@ -139,6 +139,9 @@ mod tests {
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
             any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+                .prop_map(Value::from),
             ".*".prop_map(Value::from),
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {
@@ -196,6 +199,18 @@ mod tests {
         let codec = CursorCodec::new(&[7u8; 200]);
         let c = codec.encode(&binding(), &json!(1));
         assert_eq!(codec.decode(&binding(), &c), Ok(json!(1)));
+    }
+
+    #[test]
+    fn numbers_open_as_they_were_signed() {
+        let codec = codec();
+        // An integer beyond 64 bits is read as the nearest float; the cursor must carry
+        // that float back exactly (it did not before serde_json's exact float parsing).
+        let huge: Value = serde_json::from_str(&"6".repeat(107)).unwrap();
+        for position in [huge, json!(0.1), json!(-1.5e-300), json!(f64::MAX)] {
+            let c = codec.encode(&binding(), &position);
+            assert_eq!(codec.decode(&binding(), &c), Ok(position));
+        }
     }
 
     #[test]

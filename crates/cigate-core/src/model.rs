@@ -19,14 +19,20 @@ use utoipa::ToSchema;
 pub struct RemoteData(Box<RawValue>);
 
 impl RemoteData {
-    pub fn new(raw: Box<RawValue>) -> RemoteData {
-        RemoteData(raw)
+    /// The upstream's object; `None` for a `null` (a tolerant list page's empty item has
+    /// no `remote_data`, like any absent field).
+    pub fn new(raw: Box<RawValue>) -> Option<RemoteData> {
+        (raw.get().trim() != "null").then_some(RemoteData(raw))
     }
 
-    /// The JSON text of a value the provider built or changed (`None` only if it cannot
-    /// be written as JSON, which a `Value` always can).
+    /// The JSON text of a value the provider built or changed; `None` for `null`.
     pub fn from_value(value: &Value) -> Option<RemoteData> {
-        serde_json::value::to_raw_value(value).ok().map(RemoteData)
+        if value.is_null() {
+            return None;
+        }
+        serde_json::value::to_raw_value(&without_raw_value_token(value))
+            .ok()
+            .map(RemoteData)
     }
 
     /// The JSON text, exactly as the upstream sent it.
@@ -41,6 +47,24 @@ impl RemoteData {
     /// Parsed, for the rare caller that needs to look inside or change it.
     pub fn to_value(&self) -> Value {
         serde_json::from_str(self.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// The key serde_json (with its `raw_value` feature) reads as "this object is raw JSON
+/// text": an object whose first key it is cannot be written or read back as a value. No
+/// Buddy object has it; an upstream that sends it loses that one key.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+fn without_raw_value_token(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| key.as_str() != RAW_VALUE_TOKEN)
+                .map(|(key, value)| (key.clone(), without_raw_value_token(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_raw_value_token).collect()),
+        other => other.clone(),
     }
 }
 

@@ -18,6 +18,8 @@ pub mod delivery;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod html;
 pub mod idempotency;

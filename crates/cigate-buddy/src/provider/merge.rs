@@ -372,7 +372,7 @@ pub(crate) async fn page(
             workflow: Some(source.pipeline.clone()),
             workflow_name: None,
         };
-        let job = mapping::job(&item.exec, &ctx, Some(RemoteData::new(item.raw)));
+        let job = mapping::job(&item.exec, &ctx, RemoteData::new(item.raw));
         // Newest first across all sources: once the newest remaining item is older than
         // the window, everything else is too.
         if let (Some(after), Some(started)) = (filters.created_after, item.exec.start_date) {

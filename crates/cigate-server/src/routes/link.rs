@@ -26,7 +26,7 @@ use cigate_core::Secret;
 use cigate_store::{Credential, LinkToken, NewLinkToken, NewOAuthState};
 use hmac::{Hmac, Mac};
 use oauth2::PkceCodeChallenge;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 use url::Url;
@@ -516,16 +516,16 @@ fn csrf_ok(state: &AppState, link: &LinkToken, given: &str) -> bool {
 }
 
 /// The SDK's query parameters, kept across the form post.
-#[derive(Debug, Default, Deserialize)]
-struct UiParams {
-    integration: Option<String>,
-    auth_format: Option<String>,
-    no_back: Option<String>,
-    iframe: Option<String>,
+#[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
+pub(crate) struct UiParams {
+    pub(crate) integration: Option<String>,
+    pub(crate) auth_format: Option<String>,
+    pub(crate) no_back: Option<String>,
+    pub(crate) iframe: Option<String>,
 }
 
 impl UiParams {
-    fn pairs(&self) -> Vec<(String, String)> {
+    pub(crate) fn pairs(&self) -> Vec<(String, String)> {
         [
             ("integration", &self.integration),
             ("auth_format", &self.auth_format),
@@ -538,11 +538,11 @@ impl UiParams {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct PageQuery {
-    link_token: Option<String>,
+#[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
+pub(crate) struct PageQuery {
+    pub(crate) link_token: Option<String>,
     #[serde(flatten)]
-    ui: UiParams,
+    pub(crate) ui: UiParams,
 }
 
 async fn form_page(
@@ -620,15 +620,15 @@ async fn connect_page(State(state): State<AppState>, Query(query): Query<PageQue
     .await
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct ConnectForm {
-    link_token: Option<String>,
-    csrf: Option<String>,
-    region: Option<String>,
-    base_url: Option<String>,
-    api_key: Option<String>,
+#[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
+pub(crate) struct ConnectForm {
+    pub(crate) link_token: Option<String>,
+    pub(crate) csrf: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) base_url: Option<String>,
+    pub(crate) api_key: Option<String>,
     #[serde(flatten)]
-    ui: UiParams,
+    pub(crate) ui: UiParams,
 }
 
 /// A checked form post: the link, and what the user chose.
@@ -940,12 +940,12 @@ async fn connect_oauth(State(state): State<AppState>, headers: HeaderMap, body: 
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
+#[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
+pub(crate) struct CallbackQuery {
+    pub(crate) code: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) error_description: Option<String>,
 }
 
 async fn oauth_callback(

@@ -45,7 +45,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// What an account should have.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Document {
     /// Names the document: what it created is remembered under this name.
@@ -59,7 +59,7 @@ pub struct Document {
     pub webhook: Option<WebhookSpec>,
 }
 
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoSpec {
     /// The repo's id (Buddy project name): its natural key.
@@ -81,7 +81,7 @@ pub struct RepoSpec {
     pub variables: Vec<VariableSpec>,
 }
 
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowSpec {
     pub name: Option<String>,
@@ -99,7 +99,7 @@ pub struct WorkflowSpec {
     pub variables: Vec<VariableSpec>,
 }
 
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariableSpec {
     pub key: String,
@@ -111,7 +111,7 @@ pub struct VariableSpec {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
     pub target_url: String,
@@ -155,7 +155,7 @@ fn shown_key(parts: &[&str]) -> String {
 }
 
 /// The name a YAML workflow gives itself: its `name`, else its `pipeline` id.
-fn yaml_name(yaml: &str) -> ApiResult<String> {
+pub(crate) fn yaml_name(yaml: &str) -> ApiResult<String> {
     let doc: Value = serde_norway::from_str(yaml)
         .map_err(|e| ApiError::Validation(format!("a workflow's `yaml` is not YAML: {e}")))?;
     let first = doc.as_array().and_then(|list| list.first()).unwrap_or(&doc);
@@ -756,7 +756,7 @@ impl<'a> RepoFields<'a> {
 }
 
 /// The document from a JSON or YAML body.
-fn document(headers: &HeaderMap, body: &Bytes) -> ApiResult<Document> {
+pub(crate) fn document(headers: &HeaderMap, body: &Bytes) -> ApiResult<Document> {
     let yaml = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -90,7 +90,7 @@ const CALLER_ONLY_HEADERS: [HeaderName; 3] = [
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Proxy,
     Custom,
 }
@@ -159,7 +159,7 @@ pub async fn custom(
 /// Refuses, before anything else happens, a path that could reach anything but the
 /// account's Buddy API: `..`, encoded separators, `//`, schemes, control characters and
 /// userinfo (`@`). Returns the Buddy path with a leading `/`.
-fn buddy_path(raw: &str, mode: Mode) -> ApiResult<String> {
+pub(crate) fn buddy_path(raw: &str, mode: Mode) -> ApiResult<String> {
     let rest = raw
         .strip_prefix(mode.prefix())
         .filter(|rest| rest.starts_with('/'))

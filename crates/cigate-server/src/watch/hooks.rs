@@ -272,7 +272,7 @@ fn same_secret(expected: &str, given: &str) -> bool {
 /// header value (with or without a `Bearer `/`token ` prefix) and any query value, in
 /// clear; or, should a provider sign instead of echoing, any header carrying the
 /// HMAC-SHA256 of the body under the secret (hex or base64, with or without `sha256=`).
-fn carries_secret(
+pub(crate) fn carries_secret(
     secret: &str,
     hint: &HookHint,
     headers: &HeaderMap,
