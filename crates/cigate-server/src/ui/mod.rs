@@ -105,6 +105,15 @@ pub struct Chrome {
 }
 
 impl Chrome {
+    /// Around a page shown before signing in, or without a session (errors).
+    pub fn signed_out() -> Chrome {
+        Chrome {
+            current: "",
+            environment: String::new(),
+            csrf: String::new(),
+        }
+    }
+
     pub fn nav(&self) -> Vec<NavLink> {
         NAV.iter()
             .map(|(key, href, label)| NavLink {
@@ -166,11 +175,7 @@ fn message(status: StatusCode, title: &str, message: String) -> Response {
     page(
         status,
         &MessagePage {
-            chrome: Chrome {
-                current: "",
-                environment: String::new(),
-                csrf: String::new(),
-            },
+            chrome: Chrome::signed_out(),
             title: title.to_owned(),
             message,
         },

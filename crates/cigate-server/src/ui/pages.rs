@@ -34,6 +34,13 @@ const ACCOUNTS_PAGE: u32 = 50;
 const TIMELINE_PAGE: u32 = 25;
 /// Jobs the overview reads at most to sum up the last day.
 const DAY_JOBS_CAP: usize = 1000;
+/// Account statuses in the order the pages list them.
+const STATUSES: [AccountStatus; 4] = [
+    AccountStatus::Active,
+    AccountStatus::NeedsReauth,
+    AccountStatus::ValidationError,
+    AccountStatus::Connecting,
+];
 /// Deliveries the webhooks page lists.
 const DELIVERIES_SHOWN: u32 = 50;
 
@@ -253,23 +260,18 @@ pub async fn overview(
 ) -> UiResult {
     let chrome = chrome(&state, &signed, "overview").await?;
     let accounts = gateway::all_accounts(&state, &caller, &AccountFilter::default()).await?;
-    let statuses = [
-        AccountStatus::Active,
-        AccountStatus::NeedsReauth,
-        AccountStatus::ValidationError,
-        AccountStatus::Connecting,
-    ]
-    .into_iter()
-    .map(|status| {
-        let (label, class) = account_status(status.as_str());
-        StatusCount {
-            label,
-            class,
-            count: accounts.iter().filter(|a| a.status == status).count(),
-            href: format!("/ui/accounts?status={}", status.as_str()),
-        }
-    })
-    .collect();
+    let statuses = STATUSES
+        .into_iter()
+        .map(|status| {
+            let (label, class) = account_status(status.as_str());
+            StatusCount {
+                label,
+                class,
+                count: accounts.iter().filter(|a| a.status == status).count(),
+                href: format!("/ui/accounts?status={}", status.as_str()),
+            }
+        })
+        .collect();
     let (day, day_error, skipped) = match last_day(&state, &caller).await {
         Ok((day, skipped)) => (Some(day), String::new(), skipped),
         Err(err) => (None, err.to_string(), 0),
@@ -411,14 +413,9 @@ pub async fn accounts(
     };
     let statuses = std::iter::once(("", "Any status"))
         .chain(
-            [
-                AccountStatus::Active,
-                AccountStatus::NeedsReauth,
-                AccountStatus::ValidationError,
-                AccountStatus::Connecting,
-            ]
-            .into_iter()
-            .map(|s| (s.as_str(), account_status(s.as_str()).0)),
+            STATUSES
+                .into_iter()
+                .map(|s| (s.as_str(), account_status(s.as_str()).0)),
         )
         .map(|(value, label)| Choice {
             value: value.into(),
@@ -763,6 +760,14 @@ impl Chart {
     }
 }
 
+/// A table of figures, one row per account or workflow.
+pub struct FigureTable {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub first: &'static str,
+    pub rows: Vec<FigureRow>,
+}
+
 pub struct FigureRow {
     pub name: String,
     pub detail: String,
@@ -799,8 +804,8 @@ struct MetricsPage {
     window_text: String,
     tiles: Vec<Tile>,
     charts: Vec<Chart>,
-    accounts: Vec<FigureRow>,
-    workflows: Vec<FigureRow>,
+    /// Per account (not for one account), then per workflow.
+    tables: Vec<FigureTable>,
     error: String,
     skipped: Vec<String>,
 }
@@ -973,8 +978,7 @@ pub async fn metrics(
         window_text: window_text.to_lowercase(),
         tiles: Vec::new(),
         charts: Vec::new(),
-        accounts: Vec::new(),
-        workflows: Vec::new(),
+        tables: Vec::new(),
         error: String::new(),
         skipped: Vec::new(),
     };
@@ -1017,7 +1021,7 @@ pub async fn metrics(
                 .iter()
                 .filter_map(|a| Some((a.id.as_str(), a.tenant_id.as_deref()?)))
                 .collect();
-            view.accounts = answer
+            let accounts: Vec<FigureRow> = answer
                 .accounts
                 .iter()
                 .flatten()
@@ -1032,7 +1036,7 @@ pub async fn metrics(
                     )
                 })
                 .collect();
-            view.workflows = answer
+            let workflows: Vec<FigureRow> = answer
                 .workflows
                 .iter()
                 .map(|w| {
@@ -1048,6 +1052,19 @@ pub async fn metrics(
                     )
                 })
                 .collect();
+            view.tables = [
+                ("per-account", "Per account", "Account", accounts),
+                ("per-workflow", "Per workflow", "Workflow", workflows),
+            ]
+            .into_iter()
+            .filter(|(_, _, _, rows)| !rows.is_empty())
+            .map(|(id, title, first, rows)| FigureTable {
+                id,
+                title,
+                first,
+                rows,
+            })
+            .collect();
             view.skipped = answer
                 .skipped_accounts
                 .iter()

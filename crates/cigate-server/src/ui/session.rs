@@ -159,11 +159,7 @@ fn sign_in_form(
     let mut response = page(
         status,
         &SignInPage {
-            chrome: Chrome {
-                current: "",
-                environment: String::new(),
-                csrf: String::new(),
-            },
+            chrome: Chrome::signed_out(),
             title: "Sign in".into(),
             csrf: csrf.clone(),
             next: next.to_owned(),
