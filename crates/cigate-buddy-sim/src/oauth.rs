@@ -45,6 +45,8 @@ pub struct OAuthStore {
     clients: HashMap<String, Client>,
     codes: HashMap<String, Grant>,
     refresh: HashMap<String, Refresh>,
+    /// Every code and token ever handed out, kept after use (see [`Sim::issued_secrets`]).
+    issued: Vec<String>,
 }
 
 impl OAuthStore {
@@ -56,6 +58,12 @@ impl OAuthStore {
                 redirect_uris,
             },
         );
+    }
+
+    /// Every client secret, authorization code, access token and refresh token so far.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        let clients = self.clients.values().map(|c| c.secret.as_str());
+        clients.chain(self.issued.iter().map(String::as_str))
     }
 }
 
@@ -136,6 +144,7 @@ pub async fn authorize(
     };
     let scopes = q.scope.as_deref().map(parse_scope_list).unwrap_or_default();
     let code = random_hex(20);
+    store.issued.push(code.clone());
     store.codes.insert(
         code.clone(),
         Grant {
@@ -300,6 +309,8 @@ pub async fn token(
     let expires_at =
         (cfg.oauth_expires_in > 0).then(|| now + Duration::seconds(cfg.oauth_expires_in));
     let refresh = with_refresh.then(|| random_hex(20));
+    store.issued.push(access.clone());
+    store.issued.extend(refresh.clone());
     if let Some(rt) = &refresh {
         store.refresh.insert(
             rt.clone(),

@@ -313,6 +313,15 @@ impl Sim {
         );
     }
 
+    /// Every credential the simulator has handed out or been given: personal access
+    /// tokens, OAuth client secrets, authorization codes, access and refresh tokens
+    /// (also the used and revoked ones), so tests can check none of them leaks.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = self.inner.tokens.lock().tokens.keys().cloned().collect();
+        secrets.extend(self.inner.oauth.lock().secrets().map(str::to_owned));
+        secrets
+    }
+
     /// Replaces all data with freshly seeded data (tokens and clients are kept).
     pub fn reseed(&self, spec: SeedSpec) {
         let state = seed::build(spec, self.now());

@@ -2,6 +2,10 @@
 //! fresh Buddy simulator, both on ephemeral ports.
 #![allow(dead_code)]
 
+pub mod log_watch;
+
+use std::sync::Mutex;
+
 use cigate_buddy_sim::{SimConfig, SimHandle, TokenSpec};
 use cigate_server::{RunningServer, ServerConfig};
 use serde_json::{json, Value};
@@ -23,6 +27,9 @@ pub struct Harness {
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
     pub config: ServerConfig,
+    /// Secrets the test handled beyond the harness's own, checked against the log when
+    /// the harness is dropped (see [`log_watch`]).
+    secrets: Mutex<Vec<(String, String)>>,
 }
 
 /// What the test OAuth app asks for unless a test wants more.
@@ -59,6 +66,7 @@ impl Harness {
         sim_config: SimConfig,
         configure: impl FnOnce(&mut ServerConfig),
     ) -> Option<Harness> {
+        log_watch::log();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = match backend {
             Backend::Sqlite => ServerConfig::for_database(format!(
@@ -108,7 +116,32 @@ impl Harness {
             http: reqwest::Client::new(),
             dir,
             config,
+            secrets: Mutex::default(),
         })
+    }
+
+    /// Adds a secret the test handled (a link token, a webhook secret, a variable's
+    /// value) to those the log must not hold.
+    pub fn secret(&self, kind: &str, value: &str) {
+        let mut secrets = self.secrets.lock().unwrap();
+        secrets.push((kind.to_owned(), value.to_owned()));
+    }
+
+    /// Every secret this harness's scenario handled so far.
+    pub fn secrets(&self) -> Vec<(String, String)> {
+        let mut all = vec![("the API token".to_owned(), self.api_token.clone())];
+        all.extend(
+            self.sim
+                .sim()
+                .issued_secrets()
+                .into_iter()
+                .map(|s| ("a credential Buddy issued".to_owned(), s)),
+        );
+        if let Ok(key) = std::fs::read_to_string(self.dir.path().join("cigate.key")) {
+            all.push(("the master key".to_owned(), key.trim().to_owned()));
+        }
+        all.extend(self.secrets.lock().unwrap().iter().cloned());
+        all
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -210,6 +243,9 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         self.server.abort();
+        if !std::thread::panicking() {
+            log_watch::check(&self.secrets());
+        }
     }
 }
 
