@@ -242,10 +242,58 @@ async fn every_page_works_and_forms_need_the_session_csrf(backend: Backend) {
         timeline.contains("class=\"status "),
         "jobs with a status: {timeline}"
     );
-    assert!(
-        timeline.contains("data-live=\"/ui/timeline/events\""),
-        "{timeline}"
-    );
+    // The live updates start where the page was read: a job event recorded after that
+    // and before the browser connects still reaches it.
+    let live = timeline
+        .split("data-live=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no live updates: {timeline}"))
+        .to_owned();
+    assert!(live.starts_with("/ui/timeline/events?after="), "{live}");
+    let env = h
+        .server
+        .state
+        .store
+        .ensure_environment("default")
+        .await
+        .unwrap();
+    h.server
+        .state
+        .store
+        .record_event(cigate_store::NewEvent {
+            environment_id: env.id,
+            event_type: "job:started".into(),
+            integrated_account_id: None,
+            tenant_id: None,
+            workflow: None,
+            payload: json!({ "id": "started-before-the-browser-connected" }),
+            only_webhook: None,
+            except_webhook: None,
+        })
+        .await
+        .unwrap();
+    let mut stream = b
+        .get(h.url(&live))
+        .header(COOKIE, &signed.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut seen = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !seen.contains("started-before-the-browser-connected") {
+            let chunk = stream
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the event recorded before connecting never came: {seen}"));
+    assert!(seen.contains("event: job:started"), "{seen}");
     let metrics = page(&h, &b, &signed.cookie, "/ui/metrics?days=30").await;
     assert!(!metrics.contains("could not be computed"), "{metrics}");
     assert!(metrics.contains("data-chart=\"bar\""), "{metrics}");

@@ -595,6 +595,9 @@ struct TimelinePage {
     older_href: String,
     newest_href: String,
     live: bool,
+    /// Where the live updates start: the newest event when the page was read, so a job
+    /// that starts before the browser connects still refreshes the page.
+    live_href: String,
 }
 
 fn scope_of(query: &QueryPairs) -> AccountScope<'_> {
@@ -634,6 +637,20 @@ pub async fn timeline(
     ];
     let list_query = query.list_query(&Value::Null)?;
     let cursor = query.get("next_cursor");
+    // Read before the jobs: every event after this position is news to the page.
+    let live_after = match cursor {
+        None => state
+            .store
+            .latest_event_key(&caller.environment_id)
+            .await
+            .ok()
+            .flatten(),
+        Some(_) => None,
+    };
+    let live_href = match &live_after {
+        Some(after) => format!("/ui/timeline/events?{}", query_string(&[("after", after)])),
+        None => "/ui/timeline/events".to_owned(),
+    };
     let result = feed::page(
         &state,
         &caller,
@@ -700,6 +717,7 @@ pub async fn timeline(
             older_href,
             newest_href,
             live: cursor.is_none(),
+            live_href,
         },
     ))
 }
@@ -710,8 +728,12 @@ pub async fn timeline_events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
+    asked: QueryPairs,
 ) -> Response {
-    let query = QueryPairs(vec![("event_type".into(), "job:*".into())]);
+    let mut query = QueryPairs(vec![("event_type".into(), "job:*".into())]);
+    if let Some(after) = asked.get("after") {
+        query.0.push(("after".into(), after.to_owned()));
+    }
     match event_stream::stream(State(state), Extension(caller), headers, query).await {
         Ok(stream) => stream.into_response(),
         Err(err) => err.into_response(),
