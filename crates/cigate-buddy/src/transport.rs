@@ -8,6 +8,7 @@
 //! HTTP/2 as ALPN decides.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use thread_local::ThreadLocal;
 
 use crate::base_url::{BaseUrlError, PolicyResolver, UpstreamPolicy};
 use crate::error::BuddyError;
@@ -37,10 +39,20 @@ type ResponseBody = Either<Incoming, Full<Bytes>>;
 /// An idle pooled connection is closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+type Connector = HttpsConnector<HttpConnector<PolicyResolver>>;
+type PooledClient = Client<Connector, RequestBody>;
+
 /// The pooled client shared by every account. Cheap to clone.
+///
+/// Each thread that sends keeps a pool of its own: a connection's task runs on the
+/// runtime that opened it, so a request sent from another thread over a shared pool
+/// would hand every request and answer across threads (wake-ups, futex calls). With
+/// one pool per thread, a server running a single-threaded runtime per core (see
+/// `cigate serve`'s workers) sends and receives on the thread that took the request.
 #[derive(Clone)]
 pub(crate) struct Transport {
-    client: Client<HttpsConnector<HttpConnector<PolicyResolver>>, RequestBody>,
+    connector: Connector,
+    clients: Arc<ThreadLocal<PooledClient>>,
     read_timeout: Duration,
 }
 
@@ -64,21 +76,28 @@ impl Transport {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .map_err(|e| BuddyError::Transport(format!("TLS configuration: {e}")))?
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
         Ok(Self {
-            client,
+            connector,
+            clients: Arc::default(),
             read_timeout,
+        })
+    }
+
+    /// This thread's pool.
+    fn client(&self) -> &PooledClient {
+        self.clients.get_or(|| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(self.connector.clone())
         })
     }
 
@@ -87,7 +106,7 @@ impl Transport {
         &self,
         request: Request<RequestBody>,
     ) -> Result<RawResponse, hyper_util::client::legacy::Error> {
-        let response = self.client.request(request).await?;
+        let response = self.client().request(request).await?;
         Ok(RawResponse {
             inner: response.map(Either::Left),
             read_timeout: self.read_timeout,

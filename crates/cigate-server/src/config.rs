@@ -17,6 +17,13 @@ pub struct ServerConfig {
     #[arg(long, env = "CIGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Threads serving requests, each with its own single-threaded event loop and its
+    /// own listening socket on the same port (`SO_REUSEPORT`), so a request is read,
+    /// sent to Buddy and answered on one thread, without hand-offs between threads.
+    /// 0 (the default): one per CPU core this process may use.
+    #[arg(long, env = "CIGATE_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
     /// `sqlite://path/to/cigate.db` (created on first run) or `postgres://…`.
     #[arg(
         long,
@@ -258,10 +265,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl ServerConfig {
+    /// The number of serving threads `workers` asks for.
+    pub fn worker_count(&self) -> usize {
+        // Sharing a port between sockets is a Unix socket option.
+        if cfg!(not(unix)) {
+            return 1;
+        }
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+
     /// A configuration for embedding (tests, `cigate demo`): port 0, the given store.
     pub fn for_database(database_url: impl Into<String>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            // Embedded: served on the caller's runtime.
+            workers: 1,
             database_url: database_url.into(),
             database_schema: None,
             master_key: None,

@@ -7,7 +7,7 @@ use cigate_buddy::client::HttpPool;
 use cigate_core::cursor::CursorCodec;
 use cigate_store::Store;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch as signal};
 use tokio::task::JoinHandle;
 
 pub mod auth;
@@ -57,15 +57,35 @@ pub enum StartError {
     Http(String),
 }
 
-/// A running server: its address, the task serving it, and its background tasks (the
-/// token refresher, the webhook delivery worker, the job-event poller, the provider
-/// webhook registrar, the event log's housekeeping), stopped with the server.
+/// A running server: its address, the task serving it on the caller's runtime, the
+/// other serving threads (`workers` > 1), and its background tasks (the token
+/// refresher, the webhook delivery worker, the job-event poller, the provider webhook
+/// registrar, the event log's housekeeping), stopped with the server.
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
     task: JoinHandle<Result<(), std::io::Error>>,
+    workers: Vec<oneshot::Receiver<std::io::Result<()>>>,
     background: Vec<JoinHandle<()>>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: signal::Sender<Stop>,
+}
+
+/// What the server has been told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stop {
+    Serving,
+    /// Stop accepting and finish what is in flight.
+    Graceful,
+    /// Drop everything at once.
+    Abort,
+}
+
+/// Resolves once the server is told `at` (or more). Only an explicit call stops the
+/// server: dropping the handle does not.
+async fn told(mut stop: signal::Receiver<Stop>, at: Stop) {
+    if stop.wait_for(|told| *told >= at).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl RunningServer {
@@ -83,6 +103,7 @@ impl RunningServer {
 
     /// Stops at once: open connections and requests in flight are dropped.
     pub fn abort(&self) {
+        self.stop.send_replace(Stop::Abort);
         self.task.abort();
         for task in &self.background {
             task.abort();
@@ -93,14 +114,20 @@ impl RunningServer {
     /// `shutdown_grace`, cuts what is left, then ends the background tasks. A second
     /// call returns at once.
     pub async fn shutdown(&mut self) -> Result<(), std::io::Error> {
-        let Some(stop) = self.stop.take() else {
+        if *self.stop.borrow() != Stop::Serving {
             return Ok(());
-        };
-        let _ = stop.send(());
-        let result = match (&mut self.task).await {
+        }
+        self.stop.send_replace(Stop::Graceful);
+        let mut result = match (&mut self.task).await {
             Ok(result) => result,
             Err(join) => Err(std::io::Error::other(join.to_string())),
         };
+        for worker in self.workers.drain(..) {
+            let ended = worker
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("a serving thread panicked")));
+            result = result.and(ended);
+        }
         for task in &mut self.background {
             task.abort();
             let _ = task.await;
@@ -146,28 +173,39 @@ pub async fn build_state(config: ServerConfig, store: Store) -> Result<AppState,
     }))
 }
 
-/// Binds and serves in the background; returns once the port is bound.
+/// Binds and serves in the background; returns once the port is bound. With
+/// `workers` > 1, that many sockets share the port (`SO_REUSEPORT`): the first is
+/// served on the caller's runtime, each other one by a thread of its own running a
+/// single-threaded runtime, so the kernel spreads connections over the threads and
+/// each request stays on the thread that accepted it.
 pub async fn start(state: AppState) -> Result<RunningServer, StartError> {
-    let addr = state.config.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let app = routes::router(state.clone());
-    let (stop, stopped) = oneshot::channel();
-    // Only an explicit `shutdown` stops the server; dropping the handle does not.
-    let signal = async {
-        if stopped.await.is_err() {
-            std::future::pending::<()>().await;
-        }
+    let workers = state.config.worker_count();
+    let wanted = state.config.listen;
+    let bind_failed = |source| StartError::Bind {
+        addr: wanted,
+        source,
     };
+    let listener = serve::bind(wanted, workers > 1).map_err(bind_failed)?;
+    let addr = listener.local_addr().map_err(bind_failed)?;
+    let app = routes::router(state.clone());
+    let (stop, told_to) = signal::channel(Stop::Serving);
+    let grace = state.config.shutdown_grace;
+    let mut threads = Vec::with_capacity(workers.saturating_sub(1));
+    for index in 1..workers {
+        // Same port as the first (which may have been 0).
+        let listener = serve::bind(addr, true)
+            .and_then(|listener| listener.into_std())
+            .map_err(bind_failed)?;
+        threads.push(
+            spawn_worker(index, listener, app.clone(), told_to.clone(), grace)
+                .map_err(bind_failed)?,
+        );
+    }
     let task = tokio::spawn(serve::serve(
         listener,
         app,
-        signal,
-        state.config.shutdown_grace,
+        told(told_to, Stop::Graceful),
+        grace,
     ));
     let background = vec![
         tokio::spawn(refresh::background(state.clone())),
@@ -180,7 +218,38 @@ pub async fn start(state: AppState) -> Result<RunningServer, StartError> {
         addr,
         state,
         task,
+        workers: threads,
         background,
-        stop: Some(stop),
+        stop,
     })
+}
+
+/// A serving thread: its own single-threaded runtime serving `listener` until told to
+/// stop; the runtime, and every connection still on it, is dropped with the thread.
+fn spawn_worker(
+    index: usize,
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    told_to: signal::Receiver<Stop>,
+    grace: std::time::Duration,
+) -> std::io::Result<oneshot::Receiver<std::io::Result<()>>> {
+    let (done, ended) = oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("cigate-worker-{index}"))
+        .spawn(move || {
+            let result = runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener)?;
+                let graceful = told(told_to.clone(), Stop::Graceful);
+                tokio::select! {
+                    result = serve::serve(listener, app, graceful, grace) => result,
+                    () = told(told_to, Stop::Abort) => Ok(()),
+                }
+            });
+            drop(runtime);
+            let _ = done.send(result);
+        })?;
+    Ok(ended)
 }

@@ -28,6 +28,31 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Per-connection read buffer ceiling; it is also the largest request head accepted.
 const MAX_BUF_SIZE: usize = 64 * 1024;
 
+/// A listening socket on `addr`, in the current runtime. With `share_port`, other
+/// sockets may listen on the same port (`SO_REUSEPORT`, the same user only): one per
+/// serving thread, the kernel spreading new connections over them.
+pub fn bind(addr: std::net::SocketAddr, share_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // What `TcpListener::bind` does too: a restart binds while old connections linger.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if share_port {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = share_port;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Connections the kernel queues before they are accepted (as `TcpListener::bind`).
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// Where the server is in its life; connections watch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {

@@ -129,6 +129,55 @@ async fn shutdown_finishes_a_write_in_flight_and_a_restart_replays_it() {
     assert_eq!(executions(&h), before + 1);
 }
 
+/// With several serving threads (`workers`), each listening on the shared port: the
+/// kernel spreads connections over them, a graceful shutdown waits for the requests in
+/// flight on every thread, and afterwards no thread accepts a connection.
+#[tokio::test]
+async fn serving_threads_share_the_port_and_stop_together() {
+    let mut h = harness(|c| {
+        c.workers = 3;
+        c.shutdown_grace = Duration::from_secs(20);
+    })
+    .await;
+    let account = h.link().await;
+    let sim = h.sim.sim();
+    let before = sim.request_count(Some("GET"), "/workspaces");
+    const CALLS: u64 = 12;
+    sim.inject(
+        FaultSpec::new(FaultKind::Latency { ms: 1000 }, CALLS as u32).on_path("/workspaces"),
+    );
+    // A client each: a connection each, so they land on the threads' sockets by hash
+    // (all twelve on one of three sockets: 3 × 3⁻¹² ≈ 6 in a million).
+    let calls: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let request = reqwest::Client::new()
+                .get(h.url(&format!(
+                    "/unified/ci-cd/workspaces?integrated_account_id={account}"
+                )))
+                .bearer_auth(&h.api_token);
+            tokio::spawn(send(request))
+        })
+        .collect();
+    tokio::time::timeout(HANG, async {
+        while sim.request_count(Some("GET"), "/workspaces") < before + CALLS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every call reaches Buddy");
+    let addr = h.server.addr;
+    h.server.shutdown().await.unwrap();
+    for call in calls {
+        assert!(call.is_finished(), "shutdown returned before an answer");
+        let (status, _, body) = call.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "a stopped server accepts no connection on any thread's socket"
+    );
+}
+
 #[tokio::test]
 async fn a_followed_log_is_cut_when_the_grace_period_ends() {
     let mut h = harness(|c| c.shutdown_grace = Duration::from_millis(500)).await;

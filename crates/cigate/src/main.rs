@@ -138,10 +138,23 @@ fn init_tracing() {
         .init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
+    // `serve` runs one single-threaded runtime per worker (this one is the first, with
+    // the background tasks): no task moves between threads. The other commands run on
+    // a runtime that spreads their work over the cores.
+    let runtime = match cli.command {
+        Command::Serve(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .context("cannot start the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
             let store = cigate_server::store::open(&config).await?;
@@ -149,7 +162,8 @@ async fn main() -> anyhow::Result<()> {
             // Watched before the port opens, so no signal finds the default action.
             let mut signals = StopSignals::new()?;
             let mut server = cigate_server::start(state).await?;
-            tracing::info!(url = %server.base_url(), "cigate listening");
+            let workers = server.state.config.worker_count();
+            tracing::info!(url = %server.base_url(), workers, "cigate listening");
             let signal = signals.recv().await;
             tracing::info!(signal, "shutting down");
             tokio::select! {
