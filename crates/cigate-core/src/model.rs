@@ -22,7 +22,18 @@ impl RemoteData {
     /// The upstream's object; `None` for a `null` (a tolerant list page's empty item has
     /// no `remote_data`, like any absent field).
     pub fn new(raw: Box<RawValue>) -> Option<RemoteData> {
-        (raw.get().trim() != "null").then_some(RemoteData(raw))
+        let text = raw.get();
+        if text.trim() == "null" {
+            return None;
+        }
+        if !may_hold_raw_value_token(text) {
+            return Some(RemoteData(raw));
+        }
+        // Rare: rebuilt without the key (see `RAW_VALUE_TOKEN`), read as plain JSON.
+        let plain: plain::Json = serde_json::from_str(text).ok()?;
+        serde_json::value::to_raw_value(&plain.without_key(RAW_VALUE_TOKEN))
+            .ok()
+            .map(RemoteData)
     }
 
     /// The JSON text of a value the provider built or changed; `None` for `null`.
@@ -54,6 +65,121 @@ impl RemoteData {
 /// text": an object whose first key it is cannot be written or read back as a value. No
 /// Buddy object has it; an upstream that sends it loses that one key.
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// Whether `text` may hold the token as a key: literally, or spelled with `\u` escapes
+/// (no other JSON escape yields one of its characters). One fast scan for the common
+/// case, an object with neither a `$` nor a `\`.
+fn may_hold_raw_value_token(text: &str) -> bool {
+    memchr::memchr2(b'$', b'\\', text.as_bytes()).is_some()
+        && (text.contains(RAW_VALUE_TOKEN) || text.contains("\\u"))
+}
+
+/// JSON read as what it says, key for key: unlike `serde_json::Value` (with the
+/// `raw_value` feature), an object whose first key is the raw-value token is an object.
+mod plain {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde::ser::{Serialize, SerializeMap, Serializer};
+
+    pub enum Json {
+        Null,
+        Bool(bool),
+        Number(serde_json::Number),
+        String(String),
+        Array(Vec<Json>),
+        Object(Vec<(String, Json)>),
+    }
+
+    impl Json {
+        /// The same JSON without `key` in any object, at any depth.
+        pub fn without_key(self, key: &str) -> Json {
+            match self {
+                Json::Object(entries) => Json::Object(
+                    entries
+                        .into_iter()
+                        .filter(|(k, _)| k != key)
+                        .map(|(k, v)| (k, v.without_key(key)))
+                        .collect(),
+                ),
+                Json::Array(items) => {
+                    Json::Array(items.into_iter().map(|v| v.without_key(key)).collect())
+                }
+                other => other,
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Json {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Json, D::Error> {
+            deserializer.deserialize_any(JsonVisitor)
+        }
+    }
+
+    struct JsonVisitor;
+
+    impl<'de> Visitor<'de> for JsonVisitor {
+        type Value = Json;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_unit<E>(self) -> Result<Json, E> {
+            Ok(Json::Null)
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+            Ok(Json::Bool(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+            Ok(Json::Number(v.into()))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+            Ok(Json::Number(v.into()))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Json, E> {
+            serde_json::Number::from_f64(v)
+                .map(Json::Number)
+                .ok_or_else(|| E::custom("not a JSON number"))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+            Ok(Json::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Json, E> {
+            Ok(Json::String(v))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(Json::Array(items))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = map.next_entry::<String, Json>()? {
+                entries.push(entry);
+            }
+            Ok(Json::Object(entries))
+        }
+    }
+
+    impl Serialize for Json {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Json::Null => serializer.serialize_unit(),
+                Json::Bool(v) => serializer.serialize_bool(*v),
+                Json::Number(v) => v.serialize(serializer),
+                Json::String(v) => serializer.serialize_str(v),
+                Json::Array(items) => items.serialize(serializer),
+                Json::Object(entries) => {
+                    let mut map = serializer.serialize_map(Some(entries.len()))?;
+                    for (k, v) in entries {
+                        map.serialize_entry(k, v)?;
+                    }
+                    map.end()
+                }
+            }
+        }
+    }
+}
 
 fn without_raw_value_token(value: &Value) -> Value {
     match value {
@@ -631,6 +757,30 @@ mod rfc3339 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Buddy's bytes kept as they are read back as the same JSON, including an object
+    /// that names serde_json's raw-value token (literally or with `\u` escapes), which
+    /// loses that key instead of failing every later read as a value.
+    #[test]
+    fn remote_data_from_bytes_always_reads_back() {
+        let raw = |text: &str| RemoteData::new(RawValue::from_string(text.into()).unwrap());
+        let plain = r#"{"id":7,"ref":"refs/heads/$x","nested":{"a":[1,2.5,"b\n"]}}"#;
+        let kept = raw(plain).unwrap();
+        assert_eq!(kept.get(), plain, "passed through byte for byte");
+        assert_eq!(kept.to_value()["nested"]["a"][1], 2.5);
+        for text in [
+            r#"{"$serde_json::private::RawValue":"EVENT","on":"SCHEDULE"}"#,
+            r#"{"on":"SCHEDULE","x":{"$serde_json::private::RawValue":"{"}}"#,
+            r#"{"\u0024serde_json::private::RawValue":"EVENT","on":"SCHEDULE"}"#,
+        ] {
+            let data = raw(text).unwrap();
+            assert!(!data.get().contains("RawValue"), "{}", data.get());
+            let back: Value = serde_json::from_str(data.get()).unwrap();
+            assert_eq!(back.to_string(), data.get(), "{text}");
+            assert!(back.to_string().contains("SCHEDULE"), "{text}");
+        }
+        assert!(raw("null").is_none());
+    }
 
     #[test]
     fn absent_fields_are_not_serialized() {
