@@ -201,8 +201,15 @@ async fn first_id(h: &Harness, path: &str) -> String {
 #[tokio::test]
 async fn chromium_signs_in_to_the_dashboard_and_every_page_passes_axe() {
     let Some(dir) = browser_dir() else { return };
-    // Polling on and quick, so a job started during the run reaches the timeline.
-    let h = Harness::start_configured(Backend::Sqlite, Default::default(), |config| {
+    // Polling on and quick, so a job started during the run reaches the timeline, and a
+    // Buddy budget large enough that polling's share of it (10 %) lasts the whole run: at
+    // Buddy's default 1,000 calls an hour, a slow run (a busy machine, a cold browser)
+    // used up that share before the job started, and polling rightly stood back.
+    let sim = cigate_buddy_sim::SimConfig {
+        rate_limit: "100000000/3600".parse().unwrap(),
+        ..Default::default()
+    };
+    let h = Harness::start_configured(Backend::Sqlite, sim, |config| {
         config.event_poll_interval = std::time::Duration::from_millis(300);
     })
     .await
