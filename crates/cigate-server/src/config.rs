@@ -20,8 +20,13 @@ pub struct ServerConfig {
     /// Threads serving requests, each with its own single-threaded event loop and its
     /// own listening socket on the same port (`SO_REUSEPORT`), so a request is read,
     /// sent to Buddy and answered on one thread, without hand-offs between threads.
-    /// 0 (the default): one per CPU core this process may use.
-    #[arg(long, env = "CIGATE_WORKERS", default_value_t = 0)]
+    /// 0 (the default): one per CPU core this process may use; at most 1024.
+    #[arg(
+        long,
+        env = "CIGATE_WORKERS",
+        default_value_t = 0,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024),
+    )]
     pub workers: usize,
 
     /// `sqlite://path/to/cigate.db` (created on first run) or `postgres://…`.
@@ -335,6 +340,15 @@ mod tests {
     fn parse(args: &[&str]) -> Result<ServerConfig, clap::Error> {
         Cli::try_parse_from(std::iter::once("cigate").chain(args.iter().copied()))
             .map(|cli| cli.config)
+    }
+
+    #[test]
+    fn workers_are_bounded() {
+        assert_eq!(parse(&[]).unwrap().workers, 0, "one per core");
+        assert_eq!(parse(&["--workers", "3"]).unwrap().worker_count(), 3);
+        for bad in ["2000", "-1", "many"] {
+            assert!(parse(&["--workers", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -193,13 +193,19 @@ pub async fn start(state: AppState) -> Result<RunningServer, StartError> {
     let mut threads = Vec::with_capacity(workers.saturating_sub(1));
     for index in 1..workers {
         // Same port as the first (which may have been 0).
-        let listener = serve::bind(addr, true)
+        let spawned = serve::bind(addr, true)
             .and_then(|listener| listener.into_std())
-            .map_err(bind_failed)?;
-        threads.push(
-            spawn_worker(index, listener, app.clone(), told_to.clone(), grace)
-                .map_err(bind_failed)?,
-        );
+            .and_then(|listener| {
+                spawn_worker(index, listener, app.clone(), told_to.clone(), grace)
+            });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(source) => {
+                // The threads already serving stop with the failed start.
+                stop.send_replace(Stop::Abort);
+                return Err(bind_failed(source));
+            }
+        }
     }
     let task = tokio::spawn(serve::serve(
         listener,
