@@ -637,19 +637,18 @@ pub async fn timeline(
     ];
     let list_query = query.list_query(&Value::Null)?;
     let cursor = query.get("next_cursor");
-    // Read before the jobs: every event after this position is news to the page.
-    let live_after = match cursor {
-        None => state
-            .store
-            .latest_event_key(&caller.environment_id)
-            .await
-            .ok()
-            .flatten(),
-        Some(_) => None,
-    };
-    let live_href = match &live_after {
-        Some(after) => format!("/ui/timeline/events?{}", query_string(&[("after", after)])),
-        None => "/ui/timeline/events".to_owned(),
+    // Read before the jobs: every event after this position is news to the page. Only
+    // the newest page is live; without a position the stream starts at its newest event.
+    let live_href = match cursor {
+        Some(_) => String::new(),
+        None => {
+            let after = state.store.latest_event_key(&caller.environment_id).await;
+            let after = after.ok().flatten().unwrap_or_default();
+            let query = query_string(&[("after", &after)]);
+            format!("/ui/timeline/events?{query}")
+                .trim_end_matches('?')
+                .to_owned()
+        }
     };
     let result = feed::page(
         &state,
