@@ -17,8 +17,10 @@ Checks (each a line of the report, PASS or FAIL):
   - no call failed beyond the injected faults: every failed call is a 502, 503 or 504
     problem (or a 409 outcome-unknown for a run whose first send met a fault), and
     there are no more of them than faults injected; no connection to cigate failed;
-  - every event recorded was delivered: after the traffic stops, the outbox drains, each
-    delivery is `delivered` and reached the receiver at least once;
+  - every event recorded was delivered: after the traffic stops, the outbox drains (for
+    as long as its backlog shrinks), each delivery is `delivered` and reached the
+    receiver at least once;
+  - a job's events were accepted in the order they were recorded;
   - no duplicate execution: each Idempotency-Key names one job on both instances, and
     Buddy ran no more new jobs than keys were sent.
 """
@@ -117,17 +119,22 @@ runs_before = buddy_runs()
 first_job = json.loads(call("GET", f"{base}/unified/ci-cd/jobs?{scope}&workflow={workflow}&limit=1")[1])["result"][0]["id"]
 
 received = {}  # webhook-id -> 2xx answers given
+accepted = {}  # job id -> the `created_at` of its events, in the order first accepted
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
         hook_id = self.headers.get("webhook-id", "")
         refuse = random.random() < 0.1
         self.send_response(500 if refuse else 204)
         self.end_headers()
         if not refuse:
+            payload = body["payload"]
+            job = payload["job"]["id"] if "job" in payload else payload["id"]
             with lock:
+                if hook_id not in received:
+                    accepted.setdefault(job, []).append(body["created_at"])
                 received[hook_id] = received.get(hook_id, 0) + 1
 
     def log_message(self, *_):
@@ -268,10 +275,17 @@ def deliveries():
             return out
 
 
-drain_start = time.monotonic()
+# The outbox drains for as long as its backlog keeps shrinking: it gives up after
+# DRAIN_STALL seconds without one more delivery delivered.
+DRAIN_STALL = 120
+drain_start = last_progress = time.monotonic()
+left = None
 while True:
     got = deliveries()
-    if all(d["status"] == "delivered" for d in got) or time.monotonic() - drain_start > 300:
+    pending = sum(d["status"] != "delivered" for d in got)
+    if left is None or pending < left:
+        left, last_progress = pending, time.monotonic()
+    if pending == 0 or time.monotonic() - last_progress > DRAIN_STALL:
         break
     time.sleep(2)
 drain_s = time.monotonic() - drain_start
@@ -279,6 +293,8 @@ drain_s = time.monotonic() - drain_start
 # among `got` and drained like the others.
 undelivered = [d for d in got if d["status"] != "delivered"]
 missing = [d["id"] for d in got if d["status"] == "delivered" and d["id"] not in received]
+# RFC 3339 in UTC with the same precision throughout, so text order is time order.
+out_of_order = [job for job, times in accepted.items() if times != sorted(times)]
 runs_after = buddy_runs()
 new_runs = runs_after - runs_before
 split_keys = [k for k, ids in keys.items() if len(ids) > 1]
@@ -313,6 +329,9 @@ check(not stats["unexpected"] and stats["failed"] <= stats["faults"],
 check(not undelivered and not missing,
       f"{len(got)} deliveries of job events, {len(undelivered)} not delivered after {drain_s:.0f} s of draining, "
       f"{len(missing)} delivered but never received, {sum(received.values()) - len(received)} received twice")
+check(not out_of_order,
+      f"{len(accepted)} jobs' events first accepted in the order they were recorded, "
+      f"{len(out_of_order)} jobs out of order")
 check(not split_keys and new_runs <= stats["runs"],
       f"{stats['runs']} runs each sent twice with one Idempotency-Key: {len(keys)} answered 201, "
       f"{len(split_keys)} keys with two jobs; Buddy ran {new_runs} new jobs")

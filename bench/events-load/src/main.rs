@@ -170,6 +170,8 @@ async fn outbox(flags: HashMap<String, String>) {
                 payload: json!({ "id": i.to_string(), "status": "completed", "conclusion": "passed" }),
                 only_webhook: None,
                 except_webhook: None,
+                // A job's three events share a key, as the change detector keys them.
+                order_key: Some(format!("job:bench:{}", i / 3)),
             },
         )
         .await

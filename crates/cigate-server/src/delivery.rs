@@ -1,7 +1,8 @@
 //! Sends queued webhook deliveries: claims due ones from the store's outbox with row
 //! leases, POSTs each signed (Standard Webhooks and Truto's signature), and records the
-//! attempt. Every instance runs one worker; the store hands each subscription's deliveries
-//! out one at a time and in event order, so a slow receiver only holds up itself. A
+//! attempt. Every instance runs one worker; the store hands out a job's deliveries to a
+//! subscription one at a time and in event order, so a refused delivery holds up only
+//! its own job's later events (and a slow receiver only its own subscription). A
 //! worker that dies mid-delivery loses nothing: the lease expires and a worker sends the
 //! same delivery again under the same `webhook-id`.
 
@@ -27,7 +28,7 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the worker looks for work other instances queued (or retries that came
 /// due); events this instance records wake it at once.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Deliveries one instance sends at once (each to a different subscription).
+/// Deliveries one instance sends at once (each of a different job or subscription).
 const MAX_IN_FLIGHT: usize = 64;
 /// The longest `Retry-After` a receiver can ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -69,7 +70,7 @@ pub async fn background(state: AppState) {
             running.spawn(attempt(state.clone(), holder.clone(), delivery));
         }
         if idle {
-            // A finished delivery can unblock the next one of its subscription.
+            // A finished delivery can unblock the next one of its job.
             tokio::select! {
                 _ = state.deliveries.notified() => {}
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
@@ -310,6 +311,7 @@ async fn settled(
             payload,
             only_webhook: None,
             except_webhook: Some(hook.id.clone()),
+            order_key: Some(format!("webhook:{}", hook.id)),
         }
     };
     let mut events = Vec::new();

@@ -424,6 +424,7 @@ pub async fn record_event(
         payload,
         only_webhook: None,
         except_webhook: None,
+        order_key: Some(format!("integrated_account:{}", account.id)),
     };
     if let Err(err) = crate::delivery::record(state, event).await {
         tracing::warn!(account = %account.id, error = %err, event_type, "could not record the account event");

@@ -270,6 +270,7 @@ async fn every_page_works_and_forms_need_the_session_csrf(backend: Backend) {
             payload: json!({ "id": "started-before-the-browser-connected" }),
             only_webhook: None,
             except_webhook: None,
+            order_key: None,
         })
         .await
         .unwrap();

@@ -372,6 +372,7 @@ async fn exhausted_fails_gone_deactivates_and_cdevents_go_out_as_cloudevents() {
             payload: job,
             only_webhook: None,
             except_webhook: None,
+            order_key: None,
         },
     )
     .await

@@ -3,9 +3,10 @@
 //! An event and one delivery per matching active subscription are written in one
 //! transaction ([`Store::record_event`]), so an event is never logged without its
 //! deliveries or delivered without being logged. Workers claim due deliveries with row
-//! leases ([`Store::claim_deliveries`]): only the oldest pending delivery of a
-//! subscription is claimable, so a subscription has at most one delivery in flight and
-//! receives its events in the order they were recorded. A worker that dies mid-delivery
+//! leases ([`Store::claim_deliveries`]): only the oldest pending delivery of an order key
+//! (a job, an account) is claimable, so a subscription has at most one delivery of a key
+//! in flight and receives a key's events in the order they were recorded, while a
+//! delivery waiting for its retry holds back only its own key. A worker that dies mid-delivery
 //! loses nothing: its lease expires and another worker claims the same delivery (same
 //! id, which receivers see as `webhook-id`).
 //!
@@ -166,6 +167,10 @@ pub struct NewEvent {
     pub only_webhook: Option<String>,
     /// Never deliver to this subscription (an event about its own failures).
     pub except_webhook: Option<String>,
+    /// What the event is about (a job, an account): a subscription receives the events
+    /// of one key in the order they were recorded, and a delivery held back by
+    /// retries delays only later events of its own key. `None`: no order with others.
+    pub order_key: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -472,16 +477,20 @@ macro_rules! queue_event {
             if prepared.event.except_webhook.as_deref() == Some(hook.id.as_str()) {
                 continue;
             }
+            let id = $crate::new_id();
+            // Without a key, the delivery's own id: ordered with nothing else.
+            let order_key = prepared.event.order_key.as_deref().unwrap_or(&id);
             sqlx::query(
                 "INSERT INTO webhook_deliveries (id, event_id, webhook_id, status, \
                  attempts, attempt_log, next_attempt_at, lease_holder, lease_until, last_error, \
-                 created_at, updated_at) VALUES ($1, $2, $3, 'pending', 0, '[]', $4, NULL, NULL, \
-                 NULL, $4, $4)",
+                 created_at, updated_at, order_key) VALUES ($1, $2, $3, 'pending', 0, '[]', $4, \
+                 NULL, NULL, NULL, $4, $4, $5)",
             )
-            .bind($crate::new_id())
+            .bind(&id)
             .bind(&prepared.id)
             .bind(&hook.id)
             .bind(prepared.at)
+            .bind(order_key)
             .execute(&mut **tx)
             .await?;
             queued += 1;
@@ -1003,10 +1012,11 @@ impl Store {
     }
 
     /// Takes the lease (for `ttl`) of up to `limit` due deliveries for `holder`: only the
-    /// oldest pending delivery of each active subscription qualifies, so a subscription
-    /// has one delivery in flight and gets its events in order. PostgreSQL skips rows
-    /// another worker is claiming (`FOR UPDATE SKIP LOCKED`); SQLite claims in one
-    /// statement under its single writer.
+    /// oldest pending delivery of each order key of an active subscription qualifies, so
+    /// a subscription gets a job's events one at a time and in order, while a delivery
+    /// waiting for its retry holds back nothing else. PostgreSQL skips rows another
+    /// worker is claiming (`FOR UPDATE SKIP LOCKED`); SQLite claims in one statement
+    /// under its single writer.
     pub async fn claim_deliveries(
         &self,
         holder: &str,
@@ -1015,14 +1025,18 @@ impl Store {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let at = now();
         let until = ttl_from(at, ttl)?;
-        // Each active subscription's oldest pending delivery (one index probe per
-        // subscription, whatever the backlog), when it is due and nobody holds it.
-        let due = "SELECT d.id FROM webhooks w \
-             JOIN webhook_deliveries d ON d.id = (SELECT o.id FROM webhook_deliveries o \
-             WHERE o.webhook_id = w.id AND o.status = 'pending' \
-             ORDER BY o.created_at, o.id LIMIT 1) \
-             WHERE w.is_active AND d.next_attempt_at <= $1 \
-             AND (d.lease_until IS NULL OR d.lease_until <= $1) \
+        // Due deliveries in due order (the `due` index), each kept only when no older
+        // delivery of its key is pending (one probe of the `order` index). A key holds a
+        // job's few events, so the scan passes over few held-back rows to fill a batch,
+        // whatever the backlog.
+        let due = "SELECT d.id FROM webhook_deliveries d \
+             JOIN webhooks w ON w.id = d.webhook_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+             AND (d.lease_until IS NULL OR d.lease_until <= $1) AND w.is_active \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries o \
+             WHERE o.webhook_id = d.webhook_id AND o.order_key = d.order_key \
+             AND o.status = 'pending' \
+             AND (o.created_at < d.created_at OR (o.created_at = d.created_at AND o.id < d.id))) \
              ORDER BY d.next_attempt_at LIMIT $2";
         let lease = "UPDATE webhook_deliveries SET lease_holder = $3, lease_until = $4";
         let limit = i64::from(limit.clamp(1, MAX_PAGE));

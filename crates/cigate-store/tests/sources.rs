@@ -53,6 +53,7 @@ fn one_event(env: &str, account: &str) -> impl Fn(Option<&JobState>) -> Vec<NewE
             payload: json!({ "before": previous.and_then(|p| p.status.clone()) }),
             only_webhook: None,
             except_webhook: None,
+            order_key: None,
         }]
     }
 }

@@ -38,6 +38,7 @@ fn event(env: &str, ty: &str, tenant: Option<&str>) -> NewEvent {
         payload: json!({ "n": ty }),
         only_webhook: None,
         except_webhook: None,
+        order_key: Some("job:acc-1:exec-1".into()),
     }
 }
 
@@ -127,80 +128,130 @@ both_backends!(
     }
 );
 
-both_backends!(
-    one_delivery_in_flight_per_subscription_in_event_order,
-    |ctx| {
-        let store = ctx.store().await;
-        let env = default_env(&store).await;
-        let (a, _) = store.create_webhook(hook(&env, &["job:*"])).await.unwrap();
-        for ty in ["job:queued", "job:started", "job:completed"] {
-            store.record_event(event(&env, ty, None)).await.unwrap();
-        }
-        let first = store.claim_deliveries("w1", 10, LEASE).await.unwrap();
-        assert_eq!(
-            first.len(),
-            1,
-            "only the oldest of a subscription is claimable"
-        );
-        assert_eq!(first[0].event.event_type, "job:queued");
-        assert_eq!(first[0].webhook.id, a.id);
-        assert_eq!(first[0].secrets.len(), 1);
-        assert!(store
-            .claim_deliveries("w2", 10, LEASE)
-            .await
-            .unwrap()
-            .is_empty());
-
-        let d = &first[0].delivery;
-        let next = Utc::now() - chrono::Duration::seconds(1);
-        assert!(store
-            .finish_attempt(d, "w1", attempt(500), AttemptOutcome::Retry(next))
-            .await
-            .unwrap());
-        assert!(
-            !store
-                .finish_attempt(d, "w1", attempt(200), AttemptOutcome::Delivered)
-                .await
-                .unwrap(),
-            "the lease is gone after finishing"
-        );
-        let again = store.claim_deliveries("w2", 10, LEASE).await.unwrap();
-        assert_eq!(again.len(), 1);
-        assert_eq!(
-            again[0].delivery.id, d.id,
-            "a retry keeps its id and its place"
-        );
-        assert_eq!(again[0].delivery.attempts.len(), 1);
-        assert!(store
-            .finish_attempt(
-                &again[0].delivery,
-                "w2",
-                attempt(204),
-                AttemptOutcome::Delivered
-            )
-            .await
-            .unwrap());
-        let second = store.claim_deliveries("w1", 10, LEASE).await.unwrap();
-        assert_eq!(second[0].event.event_type, "job:started");
-
-        let listed = store.list_deliveries(&a.id, None, 100).await.unwrap();
-        assert_eq!(listed[0].status, DeliveryStatus::Delivered);
-        assert_eq!(listed[0].attempts.len(), 2);
-        assert_eq!(listed[0].attempts[0].response_status, Some(500));
-        assert!(matches!(
-            store.redeliver(&a.id, &second[0].delivery.id).await,
-            Err(StoreError::Conflict(_))
-        ));
-        let redone = store
-            .redeliver(&a.id, &listed[0].id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(redone.status, DeliveryStatus::Pending);
-        assert_eq!(redone.round_attempts, 0);
-        assert_eq!(store.redeliver(&a.id, "nope").await.unwrap(), None);
+both_backends!(one_delivery_in_flight_per_key_in_event_order, |ctx| {
+    let store = ctx.store().await;
+    let env = default_env(&store).await;
+    let (a, _) = store.create_webhook(hook(&env, &["job:*"])).await.unwrap();
+    for ty in ["job:queued", "job:started", "job:completed"] {
+        store.record_event(event(&env, ty, None)).await.unwrap();
     }
-);
+    let first = store.claim_deliveries("w1", 10, LEASE).await.unwrap();
+    assert_eq!(first.len(), 1, "only the oldest of a key is claimable");
+    assert_eq!(first[0].event.event_type, "job:queued");
+    assert_eq!(first[0].webhook.id, a.id);
+    assert_eq!(first[0].secrets.len(), 1);
+    assert!(store
+        .claim_deliveries("w2", 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let d = &first[0].delivery;
+    let next = Utc::now() - chrono::Duration::seconds(1);
+    assert!(store
+        .finish_attempt(d, "w1", attempt(500), AttemptOutcome::Retry(next))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .finish_attempt(d, "w1", attempt(200), AttemptOutcome::Delivered)
+            .await
+            .unwrap(),
+        "the lease is gone after finishing"
+    );
+    let again = store.claim_deliveries("w2", 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].delivery.id, d.id,
+        "a retry keeps its id and its place"
+    );
+    assert_eq!(again[0].delivery.attempts.len(), 1);
+    assert!(store
+        .finish_attempt(
+            &again[0].delivery,
+            "w2",
+            attempt(204),
+            AttemptOutcome::Delivered
+        )
+        .await
+        .unwrap());
+    let second = store.claim_deliveries("w1", 10, LEASE).await.unwrap();
+    assert_eq!(second[0].event.event_type, "job:started");
+
+    let listed = store.list_deliveries(&a.id, None, 100).await.unwrap();
+    assert_eq!(listed[0].status, DeliveryStatus::Delivered);
+    assert_eq!(listed[0].attempts.len(), 2);
+    assert_eq!(listed[0].attempts[0].response_status, Some(500));
+    assert!(matches!(
+        store.redeliver(&a.id, &second[0].delivery.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let redone = store
+        .redeliver(&a.id, &listed[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(redone.status, DeliveryStatus::Pending);
+    assert_eq!(redone.round_attempts, 0);
+    assert_eq!(store.redeliver(&a.id, "nope").await.unwrap(), None);
+});
+
+both_backends!(a_retrying_delivery_holds_back_only_its_own_key, |ctx| {
+    let store = ctx.store().await;
+    let env = default_env(&store).await;
+    store.create_webhook(hook(&env, &["*"])).await.unwrap();
+    for (ty, key) in [
+        ("job:queued", Some("job:1")),
+        ("job:queued", Some("job:2")),
+        ("job:started", Some("job:1")),
+        ("job:started", Some("job:2")),
+        ("test", None),
+        ("test", None),
+    ] {
+        let mut e = event(&env, ty, None);
+        e.order_key = key.map(Into::into);
+        e.payload = json!({ "n": ty, "key": key });
+        store.record_event(e).await.unwrap();
+    }
+    let claimed = |batch: &[cigate_store::ClaimedDelivery]| {
+        let mut seen: Vec<String> = batch
+            .iter()
+            .map(|c| format!("{} {}", c.event.event_type, c.event.payload["key"]))
+            .collect();
+        seen.sort();
+        seen
+    };
+    let first = store.claim_deliveries("w1", 10, LEASE).await.unwrap();
+    assert_eq!(
+        claimed(&first),
+        [
+            "job:queued \"job:1\"",
+            "job:queued \"job:2\"",
+            "test null",
+            "test null"
+        ],
+        "each key's oldest delivery, and every keyless one"
+    );
+    // Job 1's first delivery is refused and retried in an hour; job 2's goes through.
+    let later = Utc::now() + chrono::Duration::seconds(3600);
+    for c in &first {
+        let outcome = if c.event.payload["key"] == "job:1" {
+            (attempt(503), AttemptOutcome::Retry(later))
+        } else {
+            (attempt(200), AttemptOutcome::Delivered)
+        };
+        assert!(store
+            .finish_attempt(&c.delivery, "w1", outcome.0, outcome.1)
+            .await
+            .unwrap());
+    }
+    let next = store.claim_deliveries("w2", 10, LEASE).await.unwrap();
+    assert_eq!(
+        claimed(&next),
+        ["job:started \"job:2\""],
+        "job 2 goes on; job 1's second event waits for its first"
+    );
+});
 
 both_backends!(an_expired_lease_is_claimed_again_with_the_same_id, |ctx| {
     let store = ctx.store().await;

@@ -403,6 +403,7 @@ pub async fn test(
             payload: json!({ "message": "a test event from cigate", "webhook_id": hook.id }),
             only_webhook: Some(hook.id.clone()),
             except_webhook: None,
+            order_key: None,
         },
     )
     .await?;

@@ -154,6 +154,7 @@ fn job_events(account: &Account, job: &Job, body: &Value, changes: &[Transition]
                 payload,
                 only_webhook: None,
                 except_webhook: None,
+                order_key: Some(format!("job:{}:{}", account.id, job.id)),
             })
         })
         .collect()
