@@ -29,19 +29,20 @@ const UPSERT_CREDENTIAL: &str = "INSERT INTO account_credentials \
 /// more, which tells a pager whether another page follows.
 pub const MAX_PAGE: u32 = 1001;
 
-#[derive(sqlx::FromRow)]
-struct AccountRow {
-    id: String,
-    environment_id: String,
-    tenant_id: Option<String>,
-    integration: String,
-    status: String,
-    authentication_method: String,
-    context: String,
-    last_error: Option<String>,
-    last_forbidden_error: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+crate::db::row_struct! {
+    struct AccountRow {
+        id: String,
+        environment_id: String,
+        tenant_id: Option<String>,
+        integration: String,
+        status: String,
+        authentication_method: String,
+        context: String,
+        last_error: Option<String>,
+        last_forbidden_error: Option<String>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    }
 }
 
 impl TryFrom<AccountRow> for Account {

@@ -4,18 +4,46 @@
 //! remain (column types in migrations, catalog queries) live here and in the migration
 //! directories.
 
+use std::borrow::Cow;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use sqlx::migrate::{Migrate, Migrator};
+use sqlx::migrate::{Migrate, Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Executor, PgPool, SqlitePool};
 
 use crate::{StoreError, StoreOptions};
 
-pub(crate) static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-pub(crate) static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+/// `(version, description, SQL)` of every migration, per backend (see `build.rs`).
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
+static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(embedded::SQLITE));
+static POSTGRES_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(embedded::POSTGRES));
+
+/// The migrator `sqlx::migrate!` would build from the same files: checksums are the
+/// SQL's SHA-384, so databases migrated by earlier builds stay valid.
+fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
+    let migrations = files
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                Cow::Borrowed(sql),
+                sql.starts_with("-- no-transaction"),
+            )
+        })
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
 
 /// Which database a [`crate::Store`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -42,6 +70,31 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+
+/// Declares a struct read from a row by column name on either backend: what
+/// `#[derive(sqlx::FromRow)]` gives, without sqlx's proc-macro crate (which builds a
+/// second copy of sqlx and SQLite for the host).
+macro_rules! row_struct {
+    ($(#[$meta:meta])* struct $name:ident { $($field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        struct $name {
+            $($field: $ty),*
+        }
+        $crate::db::row_struct!(@impl $name, sqlx::sqlite::SqliteRow, $($field),*);
+        $crate::db::row_struct!(@impl $name, sqlx::postgres::PgRow, $($field),*);
+    };
+    (@impl $name:ident, $row:ty, $($field:ident),*) => {
+        impl<'r> sqlx::FromRow<'r, $row> for $name {
+            fn from_row(row: &'r $row) -> Result<Self, sqlx::Error> {
+                use sqlx::Row as _;
+                Ok(Self {
+                    $($field: row.try_get(stringify!($field))?),*
+                })
+            }
+        }
+    };
+}
+pub(crate) use row_struct;
 
 impl DbPool {
     pub(crate) fn backend(&self) -> Backend {
@@ -212,6 +265,42 @@ fn validate_schema_name(schema: &str) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `sqlx::migrate!` (and `sqlx migrate run`) read from the same directory:
+    /// version, description, type, transaction mode and checksum must all agree, or a
+    /// database migrated by an earlier build would be refused as changed.
+    #[tokio::test]
+    async fn the_embedded_migrations_are_what_sqlx_reads_from_the_directory() {
+        for (backend, ours) in [
+            ("sqlite", &*SQLITE_MIGRATOR),
+            ("postgres", &*POSTGRES_MIGRATOR),
+        ] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(backend);
+            let files = std::fs::read_dir(&dir).unwrap().count();
+            let theirs = Migrator::new(dir).await.unwrap();
+            let shape = |m: &Migrator| {
+                m.iter()
+                    .map(|m| {
+                        (
+                            m.version,
+                            m.description.to_string(),
+                            m.migration_type,
+                            m.no_tx,
+                            m.checksum.to_vec(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                theirs.iter().count(),
+                files,
+                "{backend}: every file was read"
+            );
+            assert_eq!(shape(ours), shape(&theirs), "{backend}");
+        }
+    }
 
     #[cfg(unix)]
     #[tokio::test]

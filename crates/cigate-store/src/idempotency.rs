@@ -65,16 +65,17 @@ const KEY_WHERE: &str = "environment_id = $1 AND account_id = $2 AND method = $3
 /// held: longer than any upstream deadline of those versions.
 const LEGACY_LEASE: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
-#[derive(sqlx::FromRow)]
-struct RecordRow {
-    request_hash: String,
-    state: String,
-    status: Option<i32>,
-    response_headers: Option<String>,
-    response_body: Option<Vec<u8>>,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-    lease_expires_at: Option<DateTime<Utc>>,
+crate::db::row_struct! {
+    struct RecordRow {
+        request_hash: String,
+        state: String,
+        status: Option<i32>,
+        response_headers: Option<String>,
+        response_body: Option<Vec<u8>>,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        lease_expires_at: Option<DateTime<Utc>>,
+    }
 }
 
 impl Store {

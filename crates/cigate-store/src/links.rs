@@ -82,17 +82,18 @@ pub struct NewOAuthState {
     pub ttl: Duration,
 }
 
-#[derive(sqlx::FromRow)]
-struct LinkRow {
-    id: String,
-    environment_id: String,
-    tenant_id: Option<String>,
-    integrated_account_id: Option<String>,
-    redirect_uri: Option<String>,
-    context: String,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-    used_at: Option<DateTime<Utc>>,
+crate::db::row_struct! {
+    struct LinkRow {
+        id: String,
+        environment_id: String,
+        tenant_id: Option<String>,
+        integrated_account_id: Option<String>,
+        redirect_uri: Option<String>,
+        context: String,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        used_at: Option<DateTime<Utc>>,
+    }
 }
 
 impl TryFrom<LinkRow> for LinkToken {

@@ -14,13 +14,14 @@ const TOKEN_PREFIX: &str = "cgt_";
 /// `last_used_at` is refreshed at most this often, so authentication rarely writes.
 const LAST_USED_GRANULARITY_SECS: i64 = 60;
 
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: String,
-    environment_id: String,
-    name: Option<String>,
-    created_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
+crate::db::row_struct! {
+    struct TokenRow {
+        id: String,
+        environment_id: String,
+        name: Option<String>,
+        created_at: DateTime<Utc>,
+        last_used_at: Option<DateTime<Utc>>,
+    }
 }
 
 impl From<TokenRow> for ApiToken {
