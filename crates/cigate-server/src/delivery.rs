@@ -6,6 +6,7 @@
 //! worker that dies mid-delivery loses nothing: the lease expires and a worker sends the
 //! same delivery again under the same `webhook-id`.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -30,6 +31,9 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Deliveries one instance sends at once (each of a different job or subscription).
 const MAX_IN_FLIGHT: usize = 64;
+/// First and longest wait before recording an attempt again while the database is away.
+const RECORD_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_RECORD_BACKOFF: Duration = Duration::from_secs(2);
 /// The longest `Retry-After` a receiver can ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -46,8 +50,31 @@ pub async fn record(state: &AppState, event: NewEvent) -> ApiResult<Event> {
 pub async fn background(state: AppState) {
     let holder = format!("delivery-{}", uuid::Uuid::new_v4());
     let mut running = JoinSet::new();
+    // The delivery each running task attempts, so leases nobody attempts can be found.
+    let mut attempting: HashMap<tokio::task::Id, String> = HashMap::new();
+    // A claim failed: the database may have leased rows whose answer never came back.
+    let mut leases_unsure = false;
     loop {
-        while running.try_join_next().is_some() {}
+        while let Some(done) = running.try_join_next_with_id() {
+            attempting.remove(&finished_id(done));
+        }
+        if leases_unsure {
+            let busy: HashSet<&str> = attempting.values().map(String::as_str).collect();
+            match state.store.release_leases(&holder, &busy).await {
+                Ok(released) => {
+                    leases_unsure = false;
+                    if released > 0 {
+                        tracing::info!(
+                            released,
+                            "released webhook deliveries a failed claim left leased"
+                        );
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "releasing webhook delivery leases failed")
+                }
+            }
+        }
         let room = MAX_IN_FLIGHT.saturating_sub(running.len());
         let claimed = if room == 0 {
             Vec::new()
@@ -61,22 +88,35 @@ pub async fn background(state: AppState) {
                 Ok(claimed) => claimed,
                 Err(err) => {
                     tracing::warn!(error = %err, "claiming webhook deliveries failed");
+                    leases_unsure = true;
                     Vec::new()
                 }
             }
         };
         let idle = claimed.is_empty();
         for delivery in claimed {
-            running.spawn(attempt(state.clone(), holder.clone(), delivery));
+            let id = delivery.delivery.id.clone();
+            let task = running.spawn(attempt(state.clone(), holder.clone(), delivery));
+            attempting.insert(task.id(), id);
         }
         if idle {
             // A finished delivery can unblock the next one of its job.
             tokio::select! {
                 _ = state.deliveries.notified() => {}
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                    attempting.remove(&finished_id(done));
+                }
             }
         }
+    }
+}
+
+/// The id of a finished attempt's task, whether it returned or panicked.
+fn finished_id(done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> tokio::task::Id {
+    match done {
+        Ok((id, ())) => id,
+        Err(err) => err.id(),
     }
 }
 
@@ -242,6 +282,9 @@ async fn attempt(state: AppState, holder: String, claimed: ClaimedDelivery) {
     finish(&state, &holder, &claimed, record, outcome).await;
 }
 
+/// Records the attempt. While the database is unreachable it tries again (with backoff)
+/// for as long as the lease lasts: a delivery left leased after an outage would wait out
+/// its whole lease before any worker sent it again.
 async fn finish(
     state: &AppState,
     holder: &str,
@@ -249,10 +292,21 @@ async fn finish(
     attempt: DeliveryAttempt,
     outcome: AttemptOutcome,
 ) {
-    let result = state
-        .store
-        .finish_attempt(&claimed.delivery, holder, attempt.clone(), outcome.clone())
-        .await;
+    let lease_ends = Instant::now() + state.config.webhook_delivery_lease;
+    let mut backoff = RECORD_BACKOFF;
+    let result = loop {
+        let result = state
+            .store
+            .finish_attempt(&claimed.delivery, holder, attempt.clone(), outcome.clone())
+            .await;
+        match result {
+            Err(err) if err.is_unavailable() && Instant::now() + backoff < lease_ends => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_RECORD_BACKOFF);
+            }
+            result => break result,
+        }
+    };
     match result {
         Ok(true) => settled(state, claimed, &attempt, &outcome).await,
         // Another worker took the delivery over after our lease ran out; it will

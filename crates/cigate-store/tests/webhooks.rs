@@ -253,6 +253,37 @@ both_backends!(a_retrying_delivery_holds_back_only_its_own_key, |ctx| {
     );
 });
 
+both_backends!(leases_nobody_attempts_are_released, |ctx| {
+    let store = ctx.store().await;
+    let env = default_env(&store).await;
+    store.create_webhook(hook(&env, &["*"])).await.unwrap();
+    for _ in 0..3 {
+        store.record_event(event(&env, "test", None)).await.unwrap();
+    }
+    let claimed = store.claim_deliveries("w1", 2, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1, "one key: one at a time");
+    let mut keyless = event(&env, "test", None);
+    keyless.order_key = None;
+    store.record_event(keyless).await.unwrap();
+    let more = store.claim_deliveries("w1", 10, LEASE).await.unwrap();
+    assert_eq!(more.len(), 1, "the keyless one");
+    // w1 lost the answer of its second claim: only the first is being attempted.
+    let busy = std::collections::HashSet::from([claimed[0].delivery.id.as_str()]);
+    assert_eq!(store.release_leases("w1", &busy).await.unwrap(), 1);
+    assert_eq!(store.release_leases("w1", &busy).await.unwrap(), 0);
+    let again = store.claim_deliveries("w2", 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.id, more[0].delivery.id);
+    assert_eq!(
+        store
+            .release_leases("w3", &Default::default())
+            .await
+            .unwrap(),
+        0,
+        "another holder's leases are left alone"
+    );
+});
+
 both_backends!(an_expired_lease_is_claimed_again_with_the_same_id, |ctx| {
     let store = ctx.store().await;
     let env = default_env(&store).await;
