@@ -207,6 +207,8 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 async fn attempt(state: AppState, holder: String, claimed: ClaimedDelivery) {
+    // The lease was taken a moment ago, at the claim.
+    let lease_ends = Instant::now() + state.config.webhook_delivery_lease;
     let started_at = Utc::now();
     let Some((body, content_type)) = render(&claimed) else {
         // Nothing this format can say about the event (a CDEvents subscription and an
@@ -223,6 +225,7 @@ async fn attempt(state: AppState, holder: String, claimed: ClaimedDelivery) {
             &claimed,
             skipped,
             AttemptOutcome::Delivered,
+            lease_ends,
         )
         .await;
         return;
@@ -279,20 +282,20 @@ async fn attempt(state: AppState, holder: String, claimed: ClaimedDelivery) {
         latency_ms,
         error,
     };
-    finish(&state, &holder, &claimed, record, outcome).await;
+    finish(&state, &holder, &claimed, record, outcome, lease_ends).await;
 }
 
 /// Records the attempt. While the database is unreachable it tries again (with backoff)
-/// for as long as the lease lasts: a delivery left leased after an outage would wait out
-/// its whole lease before any worker sent it again.
+/// until `lease_ends`: a delivery left leased after an outage would wait out its whole
+/// lease before any worker sent it again.
 async fn finish(
     state: &AppState,
     holder: &str,
     claimed: &ClaimedDelivery,
     attempt: DeliveryAttempt,
     outcome: AttemptOutcome,
+    lease_ends: Instant,
 ) {
-    let lease_ends = Instant::now() + state.config.webhook_delivery_lease;
     let mut backoff = RECORD_BACKOFF;
     let result = loop {
         let result = state
