@@ -176,6 +176,11 @@ async fn load(
     run
 }
 
+/// Sends `request` and reads its answer as JSON (a set-up call: any failure ends the run).
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -313,37 +318,22 @@ async fn main() {
         .pool_max_idle_per_host(a.concurrency * 2)
         .build()
         .unwrap();
-    let linked: Value = client
-        .post(format!("{gateway_url}/integrated-account"))
-        .bearer_auth(&api_token)
-        .json(&json!({"tenant_id": "bench", "integration": "buddy",
-            "context": {"api_key": buddy_token, "base_url": sim_url}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let linked = json_of(
+        client
+            .post(format!("{gateway_url}/integrated-account"))
+            .bearer_auth(&api_token)
+            .json(&json!({"tenant_id": "bench", "integration": "buddy",
+                "context": {"api_key": buddy_token, "base_url": sim_url}})),
+    )
+    .await;
     let account = linked["id"].as_str().expect("account linked").to_owned();
 
     let buddy = |path: &str| {
-        let (client, url, token) = (
-            client.clone(),
-            format!("{sim_url}{path}"),
-            buddy_token.clone(),
-        );
-        async move {
-            let body: Value = client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body
-        }
+        json_of(
+            client
+                .get(format!("{sim_url}{path}"))
+                .bearer_auth(&buddy_token),
+        )
     };
     let ws = buddy("/workspaces").await["workspaces"][0]["domain"]
         .as_str()
@@ -370,7 +360,7 @@ async fn main() {
             format!("{sim_url}/__sim/requests?method=GET&path={upstream_path}"),
         );
         async move {
-            let body: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+            let body = json_of(client.get(&url)).await;
             if reset {
                 client.delete(&url).send().await.unwrap();
             }

@@ -6,7 +6,7 @@
 //! worker that dies mid-delivery loses nothing: the lease expires and a worker sends the
 //! same delivery again under the same `webhook-id`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -59,7 +59,7 @@ pub async fn background(state: AppState) {
             attempting.remove(&finished_id(done));
         }
         if leases_unsure {
-            let busy: HashSet<&str> = attempting.values().map(String::as_str).collect();
+            let busy: Vec<&str> = attempting.values().map(String::as_str).collect();
             match state.store.release_leases(&holder, &busy).await {
                 Ok(released) => {
                     leases_unsure = false;

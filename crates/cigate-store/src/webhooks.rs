@@ -14,7 +14,6 @@
 //! ([`WEBHOOK_SECRETS`] in `SEALED`): the current one (`expires_at` NULL) and, after a
 //! rotation, the previous one until it expires.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -1096,34 +1095,21 @@ impl Store {
     /// Frees the leases `holder` holds on pending deliveries it is not attempting
     /// (`busy`): a claim whose answer was lost with the database leaves leases its worker
     /// never saw, which would otherwise wait out their whole term. Returns how many.
-    pub async fn release_leases(
-        &self,
-        holder: &str,
-        busy: &HashSet<&str>,
-    ) -> Result<u64, StoreError> {
-        let held: Vec<(String,)> = on_pool!(self.pool(), p => {
-            sqlx::query_as(
-                "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND lease_holder = $1",
-            )
-            .bind(holder)
-            .fetch_all(p)
-            .await?
-        });
-        let mut released = 0;
-        for (id,) in held.iter().filter(|(id,)| !busy.contains(id.as_str())) {
-            released += on_pool!(self.pool(), p => {
-                sqlx::query(
-                    "UPDATE webhook_deliveries SET lease_holder = NULL, lease_until = NULL \
-                     WHERE id = $1 AND lease_holder = $2",
-                )
-                .bind(id)
-                .bind(holder)
-                .execute(p)
-                .await?
-                .rows_affected()
-            });
+    pub async fn release_leases(&self, holder: &str, busy: &[&str]) -> Result<u64, StoreError> {
+        let mut sql = "UPDATE webhook_deliveries SET lease_holder = NULL, lease_until = NULL \
+                       WHERE status = 'pending' AND lease_holder = $1"
+            .to_owned();
+        if !busy.is_empty() {
+            let params: Vec<String> = (2..busy.len() + 2).map(|n| format!("${n}")).collect();
+            sql.push_str(&format!(" AND id NOT IN ({})", params.join(", ")));
         }
-        Ok(released)
+        Ok(on_pool!(self.pool(), p => {
+            let mut query = sqlx::query(&sql).bind(holder);
+            for id in busy {
+                query = query.bind(*id);
+            }
+            query.execute(p).await?.rows_affected()
+        }))
     }
 
     /// Records one attempt of a delivery `holder` has claimed and releases the lease.

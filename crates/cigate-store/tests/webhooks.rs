@@ -268,17 +268,14 @@ both_backends!(leases_nobody_attempts_are_released, |ctx| {
     let more = store.claim_deliveries("w1", 10, LEASE).await.unwrap();
     assert_eq!(more.len(), 1, "the keyless one");
     // w1 lost the answer of its second claim: only the first is being attempted.
-    let busy = std::collections::HashSet::from([claimed[0].delivery.id.as_str()]);
+    let busy = [claimed[0].delivery.id.as_str()];
     assert_eq!(store.release_leases("w1", &busy).await.unwrap(), 1);
     assert_eq!(store.release_leases("w1", &busy).await.unwrap(), 0);
     let again = store.claim_deliveries("w2", 10, LEASE).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.id, more[0].delivery.id);
     assert_eq!(
-        store
-            .release_leases("w3", &Default::default())
-            .await
-            .unwrap(),
+        store.release_leases("w3", &[]).await.unwrap(),
         0,
         "another holder's leases are left alone"
     );
